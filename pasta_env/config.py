@@ -1,0 +1,46 @@
+"""Typed configuration of the PastaT2I environment; defaults are the paper's numbers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+REWARDS = ("chosen", "expected")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Sizes and reward of the MDP.
+
+    Attributes:
+        num_candidates: Candidate prompts per turn, ``L_C`` (5 categories, so a
+            multiple of 5 from 5 to 25).
+        slate_size: Prompts shown per turn, ``L``.
+        images_per_prompt: Images rendered per shown prompt, ``M``.
+        horizon: Turns per episode, ``H``.
+        reward: ``"chosen"`` (utility of the chosen column) or ``"expected"``
+            (utility expected under the user's choice probabilities).
+        expose_user_type: Put the hidden user type in ``info`` (oracles, analysis).
+    """
+
+    num_candidates: int = 25
+    slate_size: int = 4
+    images_per_prompt: int = 4
+    horizon: int = 5
+    reward: str = "chosen"
+    expose_user_type: bool = False
+
+    def __post_init__(self):
+        for name in ("num_candidates", "slate_size", "images_per_prompt", "horizon"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_candidates % 5 or self.num_candidates > 25:
+            raise ValueError(
+                f"num_candidates must be 5, 10, 15, 20 or 25 (five categories), got {self.num_candidates}"
+            )
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
+
+    def to_dict(self) -> dict:
+        """The configuration as a JSON-ready dict."""
+        return asdict(self)

@@ -1,0 +1,205 @@
+"""The batched simulation core: B users, one array computation per turn.
+
+The single environment is a batch of one and the vector environment a batch
+of N over the same code, so equal seeds give equal trajectories. Every
+random number of an episode is drawn at reset as one vector of uniforms per
+user from that user's own generator (see :class:`UniformLayout`); nothing
+else is random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pasta_env.config import EnvConfig
+from pasta_env.worlds import World
+from simulators.user_model import aggregate
+
+
+@dataclass(frozen=True)
+class UniformLayout:
+    """Where each draw of an episode sits in the user's uniform vector.
+
+    Layout: user type, initial prompt, then per turn ``t = 0..H`` the
+    candidate draws, and per step ``t = 0..H-1`` one uniform per image and
+    one for the choice.
+    """
+
+    horizon: int
+    per_turn_candidates: int
+    images_per_step: int
+
+    @property
+    def candidates_start(self) -> int:
+        return 2
+
+    def candidates(self, t: int) -> slice:
+        a = self.candidates_start + t * self.per_turn_candidates
+        return slice(a, a + self.per_turn_candidates)
+
+    @property
+    def steps_start(self) -> int:
+        return self.candidates_start + (self.horizon + 1) * self.per_turn_candidates
+
+    def images(self, t: int) -> slice:
+        a = self.steps_start + t * (self.images_per_step + 1)
+        return slice(a, a + self.images_per_step)
+
+    def choice(self, t: int) -> int:
+        return self.steps_start + t * (self.images_per_step + 1) + self.images_per_step
+
+    @property
+    def size(self) -> int:
+        return self.steps_start + self.horizon * (self.images_per_step + 1)
+
+
+class BatchCore:
+    """State and dynamics of ``B`` episodes that advance in lockstep.
+
+    Args:
+        world: The simulators.
+        config: MDP sizes and reward.
+        batch_size: Number of users ``B``.
+    """
+
+    def __init__(self, world: World, config: EnvConfig, batch_size: int):
+        gen = world.candidates
+        if gen.num_candidates != config.num_candidates:
+            raise ValueError(f"the world proposes {gen.num_candidates} candidates per turn but the "
+                             f"config asks for {config.num_candidates}")
+        self.world, self.config, self.B = world, config, batch_size
+        H, L, M, C, d = (config.horizon, config.slate_size, config.images_per_prompt,
+                         config.num_candidates, world.dim)
+        S = world.initial_prompts.shape[1]
+        self.layout = UniformLayout(H, gen.uniforms_per_turn, L * M)
+        self.prior_cdf = np.cumsum(world.user_model.prior)
+        self.categories = gen.category_of
+        B = batch_size
+        self.u = np.zeros((B, self.layout.size), np.float32)
+        self.types = np.zeros(B, np.int64)
+        self.prompt_index = np.zeros(B, np.int64)
+        self.cur = np.zeros((B, S), np.int32)
+        self.cur_raw = np.zeros((B, d), np.float32)
+        self.cands = np.zeros((B, C, S), np.int32)
+        self.cand_raw = np.zeros((B, C, d), np.float32)
+        self.cand_emb = np.zeros((B, C, d), np.float32)
+        self.initial_emb = np.zeros((B, d), np.float32)
+        self.cur_emb = np.zeros((B, d), np.float32)
+        self.hist_prompts = np.zeros((B, H, d), np.float32)
+        self.hist_images = np.zeros((B, H, d), np.float32)
+        self.hist_choices = np.zeros((B, H), np.int64)
+        self.hist_mask = np.zeros((B, H), np.int8)
+        self.hist_slate_prompts = np.zeros((B, H, L, d), np.float32)
+        self.hist_slate_images = np.zeros((B, H, L, d), np.float32)
+        self.turn = 0
+        self._rows = np.arange(B)[:, None]
+        # Last step, for info and rendering.
+        self.slate = np.zeros((B, L), np.int64)
+        self.slate_prompts = np.zeros((B, L, S), np.int32)
+        self.utilities = np.zeros((B, L), np.float32)
+        self.choice_probs = np.zeros((B, L), np.float32)
+        self.choice = np.zeros(B, np.int64)
+        self.images = np.zeros((B, L, M, d), np.float32)
+
+    @property
+    def done(self) -> bool:
+        """Whether the episodes have reached the horizon."""
+        return self.turn >= self.config.horizon
+
+    def draw_uniforms(self, rngs) -> np.ndarray:
+        """One episode of uniforms per user, from each user's generator."""
+        return np.stack([rng.random(self.layout.size, dtype=np.float32) for rng in rngs])
+
+    def reset(self, uniforms: np.ndarray) -> None:
+        """Start new episodes for all users from their episode uniforms ``(B, n)``."""
+        world = self.world
+        self.u[:] = uniforms
+        u = self.u
+        types = np.searchsorted(self.prior_cdf, u[:, 0], side="right")
+        self.types[:] = np.minimum(types, len(self.prior_cdf) - 1)
+        n_prompts = len(world.initial_prompts)
+        self.prompt_index[:] = np.minimum((u[:, 1] * n_prompts).astype(np.int64), n_prompts - 1)
+        self.cur[:] = world.initial_prompts[self.prompt_index]
+        self.cur_raw[:] = world.space.compose(self.cur)
+        self.initial_emb[:] = _unit(self.cur_raw)
+        self.cur_emb[:] = self.initial_emb
+        for arr in (self.hist_prompts, self.hist_images, self.hist_choices, self.hist_mask,
+                    self.hist_slate_prompts, self.hist_slate_images):
+            arr.fill(0)
+        self.turn = 0
+        self._propose()
+
+    def _propose(self) -> None:
+        cands, raw = self.world.candidates.generate(
+            self.cur, self.cur_raw, self.u[:, self.layout.candidates(self.turn)])
+        # Rebound, not copied into: readers may keep the previous turn's arrays.
+        self.cands, self.cand_raw, self.cand_emb = cands, raw, _unit(raw)
+
+    def step(self, slate: np.ndarray) -> np.ndarray:
+        """Advance every episode by one turn.
+
+        Args:
+            slate: ``(B, L)`` valid candidate indices.
+
+        Returns:
+            ``(B,)`` rewards.
+        """
+        cfg, world, t = self.config, self.world, self.turn
+        B, L, M = self.B, cfg.slate_size, cfg.images_per_prompt
+        rows, flat = self._rows, self._rows[:, 0]
+        self.slate[:] = slate
+        self.slate_prompts = self.cands[rows, slate]
+        slate_emb = self.cand_emb[rows, slate]
+        self.images = world.images.render(
+            self.slate_prompts, self.u[:, self.layout.images(t)].reshape(B, L, M))
+        users = world.user_model
+        scores = users.type_scores(slate_emb, self.images, self.types)
+        util = aggregate(scores, users.aggregation, axis=-1)
+        probs = users.choice_probs(util)
+        cdf = np.cumsum(probs, axis=1)
+        choice = np.minimum((cdf < self.u[:, [self.layout.choice(t)]]).sum(axis=1), L - 1)
+        self.utilities[:] = util
+        self.choice_probs[:] = probs
+        self.choice[:] = choice
+        picked = slate[flat, choice]
+        if cfg.reward == "chosen":
+            reward = util[flat, choice]
+        else:
+            reward = (probs * util).sum(axis=1)
+        image_means = self.images.sum(axis=2) * (1.0 / M)
+        self.hist_prompts[:, t] = slate_emb[flat, choice]
+        self.hist_images[:, t] = image_means[flat, choice]
+        self.hist_choices[:, t] = choice
+        self.hist_mask[:, t] = 1
+        self.hist_slate_prompts[:, t] = slate_emb
+        self.hist_slate_images[:, t] = image_means
+        self.cur[:] = self.cands[flat, picked]
+        self.cur_raw[:] = self.cand_raw[flat, picked]
+        self.cur_emb[:] = self.hist_prompts[:, t]
+        self.turn = t + 1
+        self._propose()  # the final observation shows the chosen prompt's expansions too
+        return reward.astype(np.float64)
+
+    def observation(self) -> dict[str, np.ndarray]:
+        """Copies of the observation arrays, batch-first."""
+        B, C = self.B, self.config.num_candidates
+        return {
+            "candidates": self.cand_emb.copy(),
+            "candidate_categories": np.broadcast_to(self.categories, (B, C)).copy(),
+            "action_mask": np.ones((B, C), np.int8),
+            "turn": np.full(B, self.turn, np.int64),
+            "initial_prompt": self.initial_emb.copy(),
+            "current_prompt": self.cur_emb.copy(),
+            "history_prompts": self.hist_prompts.copy(),
+            "history_images": self.hist_images.copy(),
+            "history_choices": self.hist_choices.copy(),
+            "history_mask": self.hist_mask.copy(),
+            "history_slate_prompts": self.hist_slate_prompts.copy(),
+            "history_slate_images": self.hist_slate_images.copy(),
+        }
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x * (1.0 / np.sqrt(np.maximum(np.einsum("...d,...d->...", x, x), 1e-16)))[..., None]

@@ -1,0 +1,209 @@
+"""PastaT2I-v0: personalized multi-turn text-to-image generation as a Gymnasium env."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from pasta_env.config import EnvConfig
+from pasta_env.core import BatchCore
+from pasta_env.render import render_turn
+from pasta_env.spaces import action_space, observation_space, validate_actions
+from pasta_env.text import LazyTexts
+from pasta_env.worlds import PromptsArg, World, make_world
+from simulators.errors import PastaError
+
+
+class EpisodeEndedError(PastaError, RuntimeError):
+    """``step()`` was called after the episode ended."""
+
+
+class PastaT2IEnv(gym.Env):
+    """Personalized, multi-turn text-to-image generation (after PASTA, ICML 2025).
+
+    ## Description
+
+    A user with a hidden *type* (one of ``K`` preference clusters of the user
+    model) arrives with an initial prompt. Each turn a candidate generator
+    proposes ``L_C`` expansions of the current prompt, five in each of five
+    categories (rephrase, add detail, change style, change subject, creative
+    leap). The agent shows a slate of ``L`` of them; ``M`` images are
+    rendered for each; the user scores every image, a column's utility is
+    the mean of its image scores, and the user picks a column with
+    probability ``softmax(tau * utility)``. The chosen prompt becomes the
+    current prompt. The agent never sees the user type: it must infer it
+    from the choices.
+
+    ## Action Space
+
+    ``MultiDiscrete([L_C] * L)``: the candidate index shown in each column.
+    Every element is legal; a repeated index shows that prompt in several
+    columns, each with its own images. Anything else (wrong shape, floats,
+    NaN, an index out of ``0..L_C-1``) raises ``ValueError``.
+
+    ## Observation Space
+
+    A ``Dict`` of fixed-shape arrays; embeddings are ``float32`` unit vectors
+    of dimension ``d`` (64 in the synthetic world). History entries of turns
+    not yet played are zero.
+
+    ========================= ============================== ===========================================
+    key                       space                          meaning
+    ========================= ============================== ===========================================
+    ``candidates``            Box(-1, 1, (L_C, d))           this turn's candidate prompts
+    ``candidate_categories``  MultiDiscrete([5] * L_C)       category of each candidate
+    ``action_mask``           MultiBinary(L_C)               1 where a candidate exists (always here)
+    ``turn``                  Discrete(H + 1)                turns played so far
+    ``initial_prompt``        Box(-1, 1, (d,))               the user's initial prompt
+    ``current_prompt``        Box(-1, 1, (d,))               the prompt being expanded now
+    ``history_prompts``       Box(-1, 1, (H, d))             chosen prompt of each past turn
+    ``history_images``        Box(-1, 1, (H, d))             mean embedding of the chosen column's images
+    ``history_choices``       MultiDiscrete([L] * H)         chosen column of each past turn
+    ``history_mask``          MultiBinary(H)                 1 for turns played
+    ``history_slate_prompts`` Box(-1, 1, (H, L, d))          every shown prompt of each past turn
+    ``history_slate_images``  Box(-1, 1, (H, L, d))          mean image embedding of every shown column
+    ========================= ============================== ===========================================
+
+    ## Rewards
+
+    ``reward="chosen"`` (default): the utility of the chosen column.
+    ``reward="expected"``: the utility expected under the choice
+    probabilities (lower variance, same expectation).
+
+    ## Starting State
+
+    ``reset(seed=s)`` draws the user type from the user model's prior, an
+    initial prompt uniformly from the prompt pool, and the first candidates.
+    The seed fixes the whole episode given the actions: types, prompts,
+    candidates, images and choices.
+
+    ## Episode End
+
+    After ``H`` turns, with ``terminated=True`` (``truncated`` is always
+    ``False``; there is no time-limit wrapper). Stepping again before
+    ``reset()`` raises :class:`EpisodeEndedError`.
+
+    ## Info
+
+    ``candidate_texts`` (the ``L_C`` prompts, rendered on access),
+    ``categories`` (category name of each candidate); after ``reset()``
+    ``prompt`` (the initial prompt's text); after a step ``slate``,
+    ``slate_texts`` (rendered on access; the chosen prompt is
+    ``slate_texts[choice]``), ``choice``, ``choice_probs`` and
+    ``utilities`` (per column). With ``expose_user_type=True``: ``user_type`` and
+    ``user_type_name``.
+
+    ## Arguments
+
+    ======================== =============== =======================================================
+    argument                 default         meaning
+    ======================== =============== =======================================================
+    ``num_candidates``       25              candidates per turn ``L_C`` (5, 10, 15, 20 or 25)
+    ``slate_size``           4               prompts shown per turn ``L``
+    ``images_per_prompt``    4               images per shown prompt ``M``
+    ``horizon``              5               turns per episode ``H``
+    ``reward``               ``"chosen"``    ``"chosen"`` or ``"expected"``
+    ``world``                ``"synthetic"`` a registered world name or a :class:`World`
+    ``prompts``              ``None``        initial prompts: list of strings or a file (one per
+                                             line, or a CSV/TSV with a ``Prompt`` column)
+    ``expose_user_type``     ``False``       put the hidden user type in ``info``
+    ``render_mode``          ``None``        ``"ansi"`` returns the turn as text
+    ``world_kwargs``         ``None``        extra arguments of the world factory
+    ======================== =============== =======================================================
+
+    ``K`` (8 by default) is the number of types of the world's user model.
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    def __init__(self, num_candidates: int = 25, slate_size: int = 4, images_per_prompt: int = 4,
+                 horizon: int = 5, reward: str = "chosen", world: str | World = "synthetic",
+                 prompts: PromptsArg = None, expose_user_type: bool = False,
+                 render_mode: str | None = None, world_kwargs: dict | None = None):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.config = EnvConfig(num_candidates, slate_size, images_per_prompt, horizon, reward,
+                                expose_user_type)
+        self.world = build_world(world, prompts, num_candidates, world_kwargs)
+        self.render_mode = render_mode
+        self._core = BatchCore(self.world, self.config, 1)
+        self.observation_space = observation_space(self.config, self.world.dim,
+                                                   len(self.world.candidates.categories))
+        self.action_space = action_space(self.config)
+        cats = self.world.candidates.categories
+        self._category_names = tuple(cats[c] for c in self._core.categories)
+        self._started = False
+
+    @property
+    def core(self) -> BatchCore:
+        """The batched simulation state (a batch of one)."""
+        return self._core
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        core = self._core
+        core.reset(core.draw_uniforms([self.np_random]))
+        self._started = True
+        return self._obs(), self._info(stepped=False)
+
+    def step(self, action):
+        if not self._started:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        core = self._core
+        if core.done:
+            raise EpisodeEndedError(
+                f"the episode ended after {self.config.horizon} turns; call reset() to start a new one")
+        slate = validate_actions(action, None, self.config)
+        reward = core.step(slate[None, :])
+        return self._obs(), float(reward[0]), core.done, False, self._info(stepped=True)
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return render_turn(self._core)
+        return None
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        obs = {k: v[0] for k, v in self._core.observation().items()}
+        obs["turn"] = obs["turn"][()]
+        return obs
+
+    def _info(self, stepped: bool) -> dict[str, Any]:
+        core, space = self._core, self.world.space
+        info: dict[str, Any] = {
+            "candidate_texts": LazyTexts(space, core.cands[0]),
+            "categories": self._category_names,
+        }
+        if stepped:
+            info.update(
+                slate=core.slate[0].copy(),
+                slate_texts=LazyTexts(space, core.slate_prompts[0]),
+                choice=int(core.choice[0]),
+                choice_probs=core.choice_probs[0].copy(),
+                utilities=core.utilities[0].copy(),
+            )
+        else:
+            info["prompt"] = space.text(core.cur[0])
+        if self.config.expose_user_type:
+            k = int(core.types[0])
+            info["user_type"] = k
+            info["user_type_name"] = self.world.user_model.type_names[k]
+        return info
+
+
+def build_world(world: str | World, prompts: PromptsArg, num_candidates: int,
+                world_kwargs: dict | None) -> World:
+    """The world an env runs on, from a name or a ready :class:`World`."""
+    if isinstance(world, World):
+        if prompts is not None or world_kwargs:
+            raise ValueError("pass prompts and world_kwargs to the world factory, not with a ready World")
+        return world
+    kwargs = dict(world_kwargs or {})
+    if num_candidates % 5 == 0 and 5 <= num_candidates <= 25:
+        kwargs.setdefault("candidates_per_category", num_candidates // 5)
+    return make_world(world, prompts=prompts, **kwargs)

@@ -1,0 +1,139 @@
+"""A native vector version of PastaT2I: N users simulated in one batched computation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector.utils import batch_space
+
+from pasta_env.config import EnvConfig
+from pasta_env.core import BatchCore
+from pasta_env.env import EpisodeEndedError, build_world
+from pasta_env.render import render_turn
+from pasta_env.spaces import action_space, observation_space, validate_actions
+from pasta_env.text import LazyTextBatch
+from pasta_env.worlds import PromptsArg, World
+
+try:  # Gymnasium >= 1.1 declares the autoreset mode in the metadata.
+    from gymnasium.vector import AutoresetMode
+
+    _NEXT_STEP: Any = AutoresetMode.NEXT_STEP
+except ImportError:  # pragma: no cover - Gymnasium 1.0
+    _NEXT_STEP = "NextStep"
+
+
+class PastaT2IVectorEnv(gym.vector.VectorEnv):
+    """``num_envs`` PastaT2I users advanced in lockstep by one array computation.
+
+    Same arguments as :class:`pasta_env.env.PastaT2IEnv` plus ``num_envs``.
+    Sub-environment ``i`` reset with ``seed=s`` follows exactly the
+    trajectory of a single env reset with ``seed=s + i`` and given the same
+    slates. Episodes have a fixed horizon, so all sub-environments end
+    together; autoreset is *next-step*: the ``step()`` after the final one
+    ignores its actions, starts new episodes and returns their first
+    observations with zero reward.
+
+    Info is a dict of arrays with a leading ``num_envs`` axis: ``choice``,
+    ``choice_probs``, ``utilities``, ``slate``, and (with
+    ``expose_user_type=True``) ``user_type``; ``candidate_texts`` and
+    ``slate_texts`` render on access (``info["slate_texts"][i][j]``).
+    """
+
+    metadata = {"render_modes": ["ansi"], "autoreset_mode": _NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, num_candidates: int = 25, slate_size: int = 4,
+                 images_per_prompt: int = 4, horizon: int = 5, reward: str = "chosen",
+                 world: str | World = "synthetic", prompts: PromptsArg = None,
+                 expose_user_type: bool = False, render_mode: str | None = None,
+                 world_kwargs: dict | None = None):
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.num_envs = num_envs
+        self.config = EnvConfig(num_candidates, slate_size, images_per_prompt, horizon, reward,
+                                expose_user_type)
+        self.world = build_world(world, prompts, num_candidates, world_kwargs)
+        self.render_mode = render_mode
+        self._core = BatchCore(self.world, self.config, num_envs)
+        self.single_observation_space = observation_space(
+            self.config, self.world.dim, len(self.world.candidates.categories))
+        self.single_action_space = action_space(self.config)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._rngs: list[np.random.Generator] | None = None
+        self._needs_reset = True
+        self._started = False
+
+    @property
+    def core(self) -> BatchCore:
+        """The batched simulation state."""
+        return self._core
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None,
+              options: dict[str, Any] | None = None):
+        """Start new episodes in every sub-environment.
+
+        Args:
+            seed: ``None``; an int ``s`` (sub-env ``i`` gets ``s + i``); or one
+                seed (or ``None``) per sub-environment.
+            options: Unused.
+        """
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} environments")
+        if self._rngs is None:
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        else:
+            self._rngs = [seeding.np_random(s)[0] if s is not None else rng
+                          for s, rng in zip(seeds, self._rngs)]
+        self._restart()
+        return self._core.observation(), self._info(stepped=False)
+
+    def _restart(self) -> None:
+        self._core.reset(self._core.draw_uniforms(self._rngs))
+        self._needs_reset = False
+        self._started = True
+
+    def step(self, actions):
+        if not self._started:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        n = self.num_envs
+        if self._needs_reset:  # next-step autoreset: the actions are ignored
+            self._restart()
+            zeros = np.zeros(n, bool)
+            return (self._core.observation(), np.zeros(n), zeros, zeros.copy(),
+                    self._info(stepped=False))
+        if self._core.done:  # pragma: no cover - guarded by _needs_reset
+            raise EpisodeEndedError("the episodes ended; call reset()")
+        slates = validate_actions(actions, n, self.config)
+        reward = self._core.step(slates)
+        done = self._core.done
+        self._needs_reset = done
+        return (self._core.observation(), reward, np.full(n, done), np.zeros(n, bool),
+                self._info(stepped=True))
+
+    def render(self) -> tuple[str, ...] | None:
+        if self.render_mode == "ansi":
+            return tuple(render_turn(self._core, i) for i in range(self.num_envs))
+        return None
+
+    def _info(self, stepped: bool) -> dict[str, Any]:
+        core, space = self._core, self.world.space
+        info: dict[str, Any] = {"candidate_texts": LazyTextBatch(space, core.cands)}
+        if stepped:
+            info.update(slate=core.slate.copy(), slate_texts=LazyTextBatch(space, core.slate_prompts),
+                        choice=core.choice.copy(), choice_probs=core.choice_probs.copy(),
+                        utilities=core.utilities.copy())
+        if self.config.expose_user_type:
+            info["user_type"] = core.types.copy()
+        return info

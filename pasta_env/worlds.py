@@ -1,0 +1,196 @@
+"""Worlds: the bundle of simulators an environment runs on, and their registry.
+
+A :class:`World` holds the prompt space (texts and embeddings), the candidate
+generator, the text-to-image model, the user model and the pool of initial
+prompts. Worlds register by name; ``make_world("synthetic")`` builds the
+offline default. Parts swap without touching the environment.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from simulators import prompts as P
+from simulators.candidates import SyntheticCandidateGenerator
+from simulators.encoders import PhraseTable, StaticTextEncoder
+from simulators.errors import AssetError
+from simulators.t2i import ImageModelConfig, SyntheticImageModel
+from simulators.user_model import TasteUserModel, UserModel
+
+PromptsArg = str | os.PathLike | Sequence[str] | None
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything an episode needs besides the agent.
+
+    Attributes:
+        name: Registry name of the world.
+        space: Texts and embeddings of phrases and prompts.
+        candidates: Proposes the candidate prompts of each turn.
+        images: Renders image embeddings for prompts.
+        user_model: Scores images and picks columns, per latent user type.
+        initial_prompts: ``(N, S)`` structured initial prompts.
+    """
+
+    name: str
+    space: P.PromptSpace
+    candidates: SyntheticCandidateGenerator
+    images: SyntheticImageModel
+    user_model: UserModel
+    initial_prompts: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension of prompts and images."""
+        return self.space.dim
+
+    def prompt_text(self, i: int) -> str:
+        """Text of the ``i``-th initial prompt."""
+        return self.space.text(self.initial_prompts[i])
+
+
+_WORLDS: dict[str, Callable[..., World]] = {}
+
+
+def register_world(name: str, factory: Callable[..., World]) -> None:
+    """Register a world factory under ``name`` (it takes ``prompts=`` and keyword options)."""
+    _WORLDS[name] = factory
+
+
+def world_names() -> tuple[str, ...]:
+    """Names of the registered worlds."""
+    return tuple(sorted(_WORLDS))
+
+
+def make_world(name: str = "synthetic", **kwargs) -> World:
+    """Build a registered world.
+
+    Args:
+        name: Registry name, e.g. ``"synthetic"``.
+        **kwargs: Passed to the world's factory (e.g. ``prompts``).
+
+    Raises:
+        ValueError: ``name`` is not registered; the message lists the known worlds.
+    """
+    if name not in _WORLDS:
+        raise ValueError(f"unknown world {name!r}; registered worlds: {', '.join(world_names())}")
+    return _WORLDS[name](**kwargs)
+
+
+def read_prompts(source: PromptsArg) -> list[str]:
+    """Read initial prompts from a list of strings or a file.
+
+    A file is either plain text, one prompt per line (blank lines and lines
+    starting with ``#`` are skipped), or a ``.csv``/``.tsv`` table with a
+    ``Prompt`` column (matched case-insensitively).
+
+    Args:
+        source: A sequence of strings, or a path.
+
+    Raises:
+        ValueError: The list or file holds no prompt, a table lacks a
+            ``Prompt`` column, or an entry is not a string.
+        FileNotFoundError: The path does not exist.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
+        texts = _read_prompt_file(path)
+        where = f"prompt file {str(path)!r}"
+    else:
+        texts = list(source)
+        where = "prompts"
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ValueError(f"{where}[{i}] is {type(t).__name__}, expected a string")
+    texts = [" ".join(t.split()) for t in texts]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError(f"{where} holds no prompt; give at least one non-empty prompt")
+    return texts
+
+
+def _read_prompt_file(path: Path) -> list[str]:
+    suffix = path.suffix.lower()
+    with path.open(newline="", encoding="utf-8") as fh:
+        if suffix not in (".csv", ".tsv"):
+            return [line for line in fh.read().splitlines() if not line.lstrip().startswith("#")]
+        reader = csv.reader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+        header = next(reader, None)
+        if header is None:
+            return []
+        names = [h.strip().lower() for h in header]
+        if "prompt" not in names:
+            raise ValueError(
+                f"{str(path)!r} has no 'Prompt' column (columns: {', '.join(header)}); "
+                "add one, or use a plain text file with one prompt per line"
+            )
+        col = names.index("prompt")
+        return [row[col] for row in reader if len(row) > col]
+
+
+def _default_initial_prompts(vocab: P.Vocabulary, seed: int) -> np.ndarray:
+    """Each subject alone and each subject in a random setting."""
+    rng = np.random.default_rng(seed)
+    s0, s1 = vocab.slot_range(P.BASE)
+    n = s1 - s0
+    ids = P.empty_prompts((2 * n,))
+    ids[:, P.BASE] = np.tile(np.arange(s0, s1), 2)
+    ids[n:, P.SETTING] = rng.integers(*vocab.slot_range(P.SETTING), size=n)
+    return ids
+
+
+def default_user_model(table: PhraseTable | None = None) -> TasteUserModel:
+    """The synthetic world's hand-set user model: eight tastes, uniform prior."""
+    table = table or PhraseTable.load()
+    k = len(table.taste_names)
+    return TasteUserModel(prior=np.full(k, 1.0 / k), temperature=1.0, aggregation="mean",
+                          type_names=table.taste_names, tastes=table.tastes)
+
+
+def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | None = None,
+                         image_config: ImageModelConfig = ImageModelConfig(),
+                         candidates_per_category: int = 5, seed: int = 0) -> World:
+    """The offline default world.
+
+    Args:
+        prompts: Initial prompts (strings or a file); ``None`` uses the
+            built-in pool of 192 prompts composed from the vocabulary.
+        user_model: Replaces the default user model; its embedding dimension
+            must match the world's (64).
+        image_config: Noise and prompt adherence of the image stand-in.
+        candidates_per_category: Candidates per category (1 to 5).
+        seed: Seed of the world's fixed tables (not of episodes).
+    """
+    table = PhraseTable.load()
+    vocab = P.Vocabulary.default()
+    if len(vocab) != len(table.phrases) or tuple(vocab.phrases) != table.phrases:
+        raise AssetError("the phrase table does not match the vocabulary; rebuild it with "
+                         "`python -m simulators.build_assets`")
+    if prompts is None:
+        space = P.PromptSpace(vocab, table.embeddings, table.slot_weights)
+        initial = _default_initial_prompts(vocab, seed)
+    else:
+        texts = read_prompts(prompts)
+        space = P.PromptSpace(vocab, table.embeddings, table.slot_weights, texts,
+                              StaticTextEncoder.load().encode(texts))
+        initial = P.empty_prompts((len(texts),))
+        initial[:, P.BASE] = np.arange(len(texts)) + space.num_phrases
+    users = user_model or default_user_model(table)
+    if users.dim != space.dim:
+        raise ValueError(f"the user model takes {users.dim}-d embeddings but the synthetic world's "
+                         f"are {space.dim}-d; train or load a model for this world")
+    generator = SyntheticCandidateGenerator(space, seed=seed, per_category=candidates_per_category)
+    return World("synthetic", space, generator, SyntheticImageModel(space, image_config, seed=seed),
+                 users, initial)
+
+
+register_world("synthetic", make_synthetic_world)

@@ -1,0 +1,205 @@
+"""Candidate generators: turn the current prompt into ``L_C`` prompt expansions.
+
+:class:`SyntheticCandidateGenerator` is the synthetic world's stand-in for
+PASTA's language model: it proposes ``k`` (5) expansions in each of PASTA's
+five categories, batch-first and deterministic given the episode's uniforms:
+
+============== ===========================================================
+category       what changes
+============== ===========================================================
+rephrase       one setting/lighting/mood/palette/composition/framing phrase
+               is swapped for one of its five nearest neighbours (embedding
+               cosine); a prompt without framing may gain one
+add detail     an empty setting/lighting/mood/palette/composition/detail
+               slot is filled (when all are full, a detail is replaced)
+change style   the style is replaced by another style
+change subject the subject (or the free-text base) is replaced by another
+               subject; everything else is kept
+creative leap  a new subject, setting and style; other modifiers are dropped
+============== ===========================================================
+
+The candidates of a turn are distinct: the categories change disjoint parts
+of the prompt and the draws within a category are distinct.
+
+How the draws work: every possible edit of a category is an *option*. A
+turn takes one row of a fixed bank of random orderings of every category's
+options (part of the world, drawn once from its seed) and keeps, per
+category, the first ``k`` options that are allowed (e.g. not the current
+style). That is a dozen array operations for any batch size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulators import prompts as P
+
+CATEGORIES: tuple[str, ...] = ("rephrase", "add detail", "change style", "change subject", "creative leap")
+PER_CATEGORY = 5
+NEIGHBOURS = 5
+# The base slot is never empty, and never holds a setting: option masks use it
+# as "a slot that is always filled" and "a slot no setting equals".
+_ALWAYS_FILLED = _NEVER_EQUAL = P.BASE
+
+
+def _neighbour_table(space: P.PromptSpace) -> np.ndarray:
+    """``(ids + 1, NEIGHBOURS)``: nearest phrases of the same kind for each id.
+
+    The last row (the empty id) lists framings, so that a prompt without
+    framing can be rephrased by adding one.
+    """
+    vocab = space.vocab
+    table = np.zeros((len(space.table), NEIGHBOURS), np.int32)
+    for start, stop in vocab.ranges.values():
+        emb = space.table[start:stop]
+        sim = emb @ emb.T
+        np.fill_diagonal(sim, -np.inf)
+        table[start:stop] = np.argsort(-sim, axis=1)[:, :NEIGHBOURS] + start
+    f0, f1 = vocab.ranges["framing"]
+    if f1 - f0 < NEIGHBOURS + 1:
+        raise ValueError(f"the vocabulary needs at least {NEIGHBOURS + 1} framings, got {f1 - f0}")
+    table[-1] = np.arange(f0, f0 + NEIGHBOURS)
+    return table
+
+
+class SyntheticCandidateGenerator:
+    """``k`` expansions in each of five categories, from the phrase vocabulary.
+
+    Args:
+        space: The prompt space (vocabulary, embeddings, free texts).
+        seed: Seed of the world's fixed bank of rankings.
+        per_category: Candidates per category ``k`` (1 to 5).
+        bank_rows: Rows of the ranking bank.
+    """
+
+    categories = CATEGORIES
+
+    def __init__(self, space: P.PromptSpace, seed: int = 0, per_category: int = PER_CATEGORY,
+                 bank_rows: int = 8192):
+        if not 1 <= per_category <= NEIGHBOURS:
+            raise ValueError(f"candidates per category must be in 1..{NEIGHBOURS}, got {per_category}")
+        self.space = space
+        self.per_category = k = per_category
+        self.num_candidates = k * len(CATEGORIES)
+        self.category_of = np.repeat(np.arange(len(CATEGORIES)), k).astype(np.int64)
+        self.neighbours = _neighbour_table(space)
+        vocab = space.vocab
+        rng = np.random.default_rng(seed)
+        #: Uniforms consumed per turn and user.
+        self.uniforms_per_turn = 1
+        self._bank_rows = bank_rows
+        self._build_masked_options(vocab, rng)
+        self._build_excluding_options(vocab, rng)
+        self.leap_slots = np.array([P.BASE, P.STYLE, P.SETTING])
+        self._cols = np.arange(4 * k)
+        self._style_base = np.repeat(np.array([P.STYLE, P.BASE], np.intp), k)
+        self._row_cache: dict[int, np.ndarray] = {}
+
+    def _build_masked_options(self, vocab: P.Vocabulary, rng: np.random.Generator) -> None:
+        """Rephrase and add-detail options: (slot, neighbour rank or phrase) pairs."""
+        slot, value, gate = [], [], []
+        for s in P.REPHRASE_SLOTS:
+            slot += [s] * NEIGHBOURS
+            value += list(range(NEIGHBOURS))
+            gate += [_ALWAYS_FILLED] * NEIGHBOURS
+        n_reph = len(slot)
+        for s in P.DETAIL_SLOTS:
+            a, b = vocab.slot_range(s)
+            slot += [s] * (b - a)
+            value += list(range(a, b))
+            gate += [P.DETAIL_A if s == P.DETAIL_B else _ALWAYS_FILLED] * (b - a)
+        self.opt_slot = np.array(slot, np.intp)
+        self.opt_value = np.array(value, np.int32)
+        self.opt_gate = np.array(gate, np.intp)
+        n = len(slot)
+        is_reph = np.arange(n) < n_reph
+        self.is_reph_always = is_reph & (self.opt_slot == P.FRAMING)
+        self.is_reph_when_filled = is_reph & ~self.is_reph_always
+        self.is_add = ~is_reph
+        self.is_replaceable_detail = self.is_add & np.isin(self.opt_slot, (P.DETAIL_A, P.DETAIL_B))
+        # Sort keys: rephrase block first, add-detail block second, disallowed options last in each.
+        self.block_size = np.where(is_reph, n_reph, n - n_reph).astype(np.int16)
+        base = np.where(is_reph, 0, 2 * n_reph).astype(np.int16)
+        ranks = np.concatenate([np.argsort(rng.random((self._bank_rows, n_reph)), 1),
+                                np.argsort(rng.random((self._bank_rows, n - n_reph)), 1)], axis=1)
+        self.key_bank = (ranks + base).astype(np.int16)
+        k = self.per_category
+        self.masked_pick = np.concatenate([np.arange(k), n_reph + np.arange(k)])
+
+    def _build_excluding_options(self, vocab: P.Vocabulary, rng: np.random.Generator) -> None:
+        """Style, subject and leap draws: ``k`` distinct values but one excluded value."""
+        k = self.per_category
+        # (slot compared against, phrase range) of: change style, change subject,
+        # leap subject, leap style, leap setting (nothing excluded).
+        blocks = [(P.STYLE, P.STYLE), (P.BASE, P.BASE), (P.BASE, P.BASE), (P.STYLE, P.STYLE),
+                  (_NEVER_EQUAL, P.SETTING)]
+        self.excl_slot = np.array([b[0] for b in blocks], np.intp)
+        orders = []
+        for _, s in blocks:
+            a, b = vocab.slot_range(s)
+            if b - a < k + 1:
+                raise ValueError(f"slot {P.SLOTS[s]} has {b - a} phrases; need at least {k + 1}")
+            orders.append(a + np.argsort(rng.random((self._bank_rows, b - a)), 1)[:, : k + 1])
+        self.excl_bank = np.stack(orders, axis=1).astype(np.int32)  # (rows, 5, k + 1)
+
+    def _rows(self, batch: int) -> np.ndarray:
+        if batch not in self._row_cache:
+            self._row_cache[batch] = np.arange(batch)[:, None]
+        return self._row_cache[batch]
+
+    def _fixed_slots(self, batch: int) -> np.ndarray:
+        return np.broadcast_to(self._style_base, (batch, len(self._style_base)))
+
+    def _allowed(self, cur_ext: np.ndarray) -> np.ndarray:
+        at = cur_ext[:, self.opt_slot]
+        allowed = (self.is_reph_when_filled & (at >= 0)) | self.is_reph_always
+        allowed |= self.is_add & (at < 0) & (cur_ext[:, self.opt_gate] >= 0)
+        full = (allowed & self.is_add).sum(axis=1) < self.per_category
+        if full.any():  # every detail slot is used: replace a detail phrase instead
+            v = self.opt_value
+            differs = (v != cur_ext[:, [P.DETAIL_A]]) & (v != cur_ext[:, [P.DETAIL_B]])
+            repl = self.is_replaceable_detail & differs
+            allowed[full] = (allowed[full] & ~self.is_add) | repl[full]
+        return allowed
+
+    def generate(self, cur: np.ndarray, cur_raw: np.ndarray, u: np.ndarray):
+        """Propose the candidates of one turn.
+
+        Args:
+            cur: ``(B, S)`` current prompts.
+            cur_raw: ``(B, d)`` their unnormalised embeddings.
+            u: ``(B, uniforms_per_turn)`` uniforms in ``[0, 1)``.
+
+        Returns:
+            ``(cands, raw)``: ``(B, C, S)`` candidate prompts and ``(B, C, d)``
+            their unnormalised embeddings, categories in blocks of ``k``.
+        """
+        B, k = cur.shape[0], self.per_category
+        space = self.space
+        row = (u[:, 0] * self._bank_rows).astype(np.intp)
+        cur_ext = cur
+        # Rephrase and add detail: first k allowed options of each block.
+        keys = self.key_bank[row]
+        keys += ~self._allowed(cur_ext) * self.block_size
+        opts = np.argsort(keys, axis=1, kind="stable")[:, self.masked_pick]
+        # Style, subject, leap: first k values of each ordering, skipping the excluded one.
+        vals = self.excl_bank[row]  # (B, 5, k + 1)
+        skip = np.cumsum(vals == cur_ext[:, self.excl_slot][..., None], axis=2)[..., :k] > 0
+        vals = np.where(skip, vals[..., 1:], vals[..., :k])
+        # Single-slot edits: rephrase, add detail, change style, change subject.
+        rows = self._rows(B)
+        slot = np.concatenate([self.opt_slot[opts], self._fixed_slots(B)], axis=1)
+        old = cur[rows, slot]
+        new = np.concatenate([self.opt_value[opts], vals[:, 0], vals[:, 1]], axis=1)
+        new[:, :k] = self.neighbours[old[:, :k], new[:, :k]]
+        edits = np.repeat(cur[:, None, :], 4 * k, axis=1)
+        edits[rows, self._cols, slot] = new
+        weighted = space.weighted
+        edit_raw = weighted[slot, new] - weighted[slot, old]
+        edit_raw += cur_raw[:, None, :]
+        # Creative leap: a new subject, style and setting; nothing else.
+        lv = vals[:, 2:].transpose(0, 2, 1)  # (B, k, 3): subject, style, setting
+        leap = np.full((B, k, P.NUM_SLOTS), P.EMPTY, np.int32)
+        leap[..., self.leap_slots] = lv
+        leap_raw = weighted[self.leap_slots, lv].sum(axis=2)
+        return np.concatenate([edits, leap], axis=1), np.concatenate([edit_raw, leap_raw], axis=1)

@@ -1,0 +1,162 @@
+"""Structured prompts: a prompt is an array of phrase ids, one per slot.
+
+A prompt of the synthetic world is an ``int32`` array of shape ``(S,)`` with
+one phrase id per slot, ``-1`` where the slot is empty. Batches of prompts
+are arrays of shape ``(..., S)``. Text is rendered only when somebody asks
+for it, which keeps the simulation core on integer arrays.
+
+Slot 0, the *base*, holds a subject phrase or a free-text prompt (a
+researcher's own initial prompt); the other slots hold modifiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulators import vocabulary as V
+
+#: Slot names, in rendering order after the framing.
+SLOTS: tuple[str, ...] = (
+    "base", "setting", "style", "lighting", "mood", "palette",
+    "composition", "detail_a", "detail_b", "framing",
+)
+NUM_SLOTS = len(SLOTS)
+BASE, SETTING, STYLE, LIGHTING, MOOD, PALETTE, COMPOSITION, DETAIL_A, DETAIL_B, FRAMING = range(
+    NUM_SLOTS
+)
+#: Slots whose phrases "add detail" to a prompt.
+DETAIL_SLOTS: tuple[int, ...] = (SETTING, LIGHTING, MOOD, PALETTE, COMPOSITION, DETAIL_A, DETAIL_B)
+#: Slots a rephrase may swap for a near-synonym.
+REPHRASE_SLOTS: tuple[int, ...] = (SETTING, LIGHTING, MOOD, PALETTE, COMPOSITION, FRAMING)
+
+EMPTY = -1
+
+
+def _kinds() -> list[tuple[str, tuple[str, ...]]]:
+    """The vocabulary's phrase kinds in table order."""
+    subjects = tuple(p for group in V.SUBJECTS.values() for p in group)
+    return [
+        ("subject", subjects), ("setting", V.SETTINGS), ("style", V.STYLES),
+        ("lighting", V.LIGHTING), ("mood", V.MOODS), ("palette", V.PALETTES),
+        ("composition", V.COMPOSITIONS), ("detail", V.DETAILS), ("framing", V.FRAMINGS),
+    ]
+
+
+#: Which phrase kind fills each slot.
+SLOT_KIND: tuple[str, ...] = (
+    "subject", "setting", "style", "lighting", "mood", "palette",
+    "composition", "detail", "detail", "framing",
+)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The phrase list with the id range of each kind.
+
+    Attributes:
+        phrases: All phrases, grouped by kind in a fixed order.
+        ranges: Kind name -> ``(start, stop)`` id range in ``phrases``.
+        subject_groups: Group name (animal, food, ...) of every subject id.
+    """
+
+    phrases: tuple[str, ...]
+    ranges: dict[str, tuple[int, int]]
+    subject_groups: tuple[str, ...]
+
+    @classmethod
+    def default(cls) -> Vocabulary:
+        """The vocabulary shipped in :mod:`simulators.vocabulary`."""
+        phrases: list[str] = []
+        ranges: dict[str, tuple[int, int]] = {}
+        for kind, items in _kinds():
+            ranges[kind] = (len(phrases), len(phrases) + len(items))
+            phrases.extend(items)
+        groups = tuple(g for g, items in V.SUBJECTS.items() for _ in items)
+        return cls(tuple(phrases), ranges, groups)
+
+    def __len__(self) -> int:
+        return len(self.phrases)
+
+    def slot_range(self, slot: int) -> tuple[int, int]:
+        """Id range ``(start, stop)`` of the phrases that may fill ``slot``."""
+        return self.ranges[SLOT_KIND[slot]]
+
+
+def render(ids: np.ndarray, texts: Sequence[str]) -> str:
+    """Render one structured prompt as text.
+
+    Args:
+        ids: Array of shape ``(S,)`` of phrase ids, ``-1`` for empty slots.
+        texts: Text of every id (phrases, then free-text prompts).
+
+    Returns:
+        The prompt, e.g. ``"a red fox in a snowy forest, oil painting, fog"``.
+    """
+    ids = np.asarray(ids)
+    head = texts[ids[BASE]] if ids[BASE] >= 0 else ""
+    if ids[FRAMING] >= 0:
+        head = f"{texts[ids[FRAMING]]} {head}".strip()
+    if ids[SETTING] >= 0:
+        head = f"{head} {texts[ids[SETTING]]}".strip()
+    rest = [texts[i] for i in ids[STYLE:FRAMING] if i >= 0]
+    return ", ".join([head, *rest]) if head else ", ".join(rest)
+
+
+def empty_prompts(shape: tuple[int, ...]) -> np.ndarray:
+    """An all-empty batch of prompts of the given leading shape."""
+    return np.full((*shape, NUM_SLOTS), EMPTY, dtype=np.int32)
+
+
+class PromptSpace:
+    """Texts and embeddings of every phrase id, and prompt composition.
+
+    Ids ``0..P-1`` are vocabulary phrases, ``P..P+F-1`` free-text prompts;
+    ``-1`` (empty) indexes a zero row. A prompt's embedding is the
+    normalised, slot-weighted sum of its phrases' embeddings.
+
+    Args:
+        vocab: The phrase vocabulary.
+        phrase_embeddings: ``(P, d)`` unit vectors.
+        slot_weights: ``(S,)`` weight per slot.
+        free_texts: Free-text prompts to add as extra ids.
+        free_embeddings: ``(F, d)`` their unit embeddings.
+    """
+
+    def __init__(self, vocab: Vocabulary, phrase_embeddings: np.ndarray, slot_weights: np.ndarray,
+                 free_texts: Sequence[str] = (), free_embeddings: np.ndarray | None = None):
+        d = phrase_embeddings.shape[1]
+        free = np.zeros((0, d), np.float32) if free_embeddings is None else free_embeddings
+        if len(free) != len(free_texts):
+            raise ValueError(f"got {len(free_texts)} free texts but {len(free)} embeddings")
+        self.vocab = vocab
+        self.texts: tuple[str, ...] = (*vocab.phrases, *free_texts)
+        self.num_phrases = len(vocab)
+        self.table = np.concatenate(
+            [phrase_embeddings, free, np.zeros((1, d), np.float32)]).astype(np.float32)
+        self.slot_weights = np.asarray(slot_weights, np.float32)
+        self.weighted = self.table[None, :, :] * self.slot_weights[:, None, None]
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.table.shape[1])
+
+    def free_id(self, i: int) -> int:
+        """Phrase id of the ``i``-th free-text prompt."""
+        return self.num_phrases + i
+
+    def compose(self, ids: np.ndarray) -> np.ndarray:
+        """Unnormalised embeddings ``(..., d)`` of prompts ``(..., S)``."""
+        return np.einsum("...sd->...d", self.table[ids] * self.slot_weights[:, None])
+
+    def embed(self, ids: np.ndarray) -> np.ndarray:
+        """Unit embeddings ``(..., d)`` of prompts ``(..., S)``."""
+        x = self.compose(ids)
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+    def text(self, ids: np.ndarray) -> str:
+        """Text of one prompt ``(S,)``."""
+        return render(ids, self.texts)

@@ -1,0 +1,91 @@
+"""Text-to-image stand-in of the synthetic world: image embeddings around a prompt.
+
+:class:`SyntheticImageModel` renders ``M`` "images" per prompt as unit
+embeddings in the prompt space, batch-first:
+
+1. *Prompt adherence*: the base phrase is always rendered; every other phrase
+   is kept with probability ``q(n) = clip(1 - drop_per_phrase * (n - free_phrases), min_keep, 1)``
+   where ``n`` is the number of phrases in the prompt, so long prompts lose
+   details.
+2. *Variation*: the kept phrases' composed embedding, normalised, plus
+   Gaussian noise of norm about ``noise``, normalised again.
+
+Each image draws one uniform; it picks a row of a fixed bank of noise
+vectors and keep-draws that is part of the world, so a batch of images costs
+a handful of array operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulators import prompts as P
+
+
+@dataclass(frozen=True)
+class ImageModelConfig:
+    """Tunables of the image stand-in.
+
+    Attributes:
+        noise: Norm of the variation around the prompt (0 gives exact images).
+        drop_per_phrase: Drop in keep probability per phrase beyond ``free_phrases``.
+        free_phrases: Phrases a prompt may have before details start to drop.
+        min_keep: Lowest keep probability of a phrase.
+        bank_size: Rows of the noise bank.
+    """
+
+    noise: float = 0.45
+    drop_per_phrase: float = 0.1
+    free_phrases: int = 3
+    min_keep: float = 0.35
+    bank_size: int = 4096
+
+
+class SyntheticImageModel:
+    """Image embeddings scattered around what a prompt describes.
+
+    Args:
+        space: The prompt space.
+        config: Noise and adherence settings.
+        seed: Seed of the world's fixed noise bank.
+    """
+
+    uniforms_per_image = 1
+
+    def __init__(self, space: P.PromptSpace, config: ImageModelConfig = ImageModelConfig(), seed: int = 0):
+        self.space = space
+        self.config = config
+        rng = np.random.default_rng(seed)
+        d = space.dim
+        noise = rng.standard_normal((config.bank_size, d)) * (config.noise / np.sqrt(d))
+        self.noise_bank = noise.astype(np.float32)
+        self.keep_bank = rng.random((config.bank_size, P.NUM_SLOTS)).astype(np.float32)
+        self.keep_bank[:, P.BASE] = 0.0  # the base is always rendered
+        self._slots = np.arange(P.NUM_SLOTS)
+
+    def keep_probability(self, prompts: np.ndarray) -> np.ndarray:
+        """``(...,)`` keep probability of each non-base phrase of each prompt."""
+        c = self.config
+        n = (prompts[..., :P.FRAMING] >= 0).sum(axis=-1)
+        return np.clip(1.0 - c.drop_per_phrase * (n - c.free_phrases), c.min_keep, 1.0)
+
+    def render(self, prompts: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Render images.
+
+        Args:
+            prompts: ``(B, L, S)`` prompts.
+            u: ``(B, L, M)`` uniforms, one per image.
+
+        Returns:
+            ``(B, L, M, d)`` unit image embeddings.
+        """
+        rows = (u * self.config.bank_size).astype(np.intp)
+        keep = self.keep_bank[rows] < self.keep_probability(prompts)[..., None, None]
+        parts = self.space.weighted[self._slots, prompts]  # (B, L, S, d)
+        clean = keep.astype(np.float32) @ parts  # (B, L, M, d)
+        clean *= 1.0 / np.sqrt(np.maximum(np.einsum("...d,...d->...", clean, clean), 1e-16))[..., None]
+        clean += self.noise_bank[rows]
+        clean *= 1.0 / np.sqrt(np.einsum("...d,...d->...", clean, clean))[..., None]
+        return clean

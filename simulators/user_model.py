@@ -1,0 +1,233 @@
+"""User models: K latent user types that score images and choose a slate column.
+
+A user model scores an image ``I`` rendered for a prompt ``p`` for each user
+type ``k``, ``s(k, p, I)``; a column's utility aggregates its ``M`` image
+scores; the user picks a column with probability ``softmax(tau * R)``.
+
+:class:`UserModel` is the interface the environment and the agents use (numpy,
+batch-first, shapes checked). :class:`TasteUserModel` is the hand-set planted
+model of the synthetic world: each type has a taste vector in the embedding
+space. The EM-trained model fills the same interface.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from simulators.errors import AssetError, ShapeError, check_shape
+
+AGGREGATIONS = ("mean", "max", "softmax")
+
+
+def aggregate(scores: np.ndarray, how: str = "mean", axis: int = -1, beta: float = 1.0) -> np.ndarray:
+    """Aggregate image scores into a column utility.
+
+    Args:
+        scores: Scores with the images on ``axis``.
+        how: ``"mean"``, ``"max"`` or ``"softmax"`` (a smooth maximum,
+            ``sum softmax(beta * s) * s``).
+        axis: The image axis.
+        beta: Sharpness of the ``"softmax"`` aggregation.
+
+    Returns:
+        ``scores`` reduced over ``axis``.
+    """
+    if how == "mean":
+        return scores.sum(axis=axis) * (1.0 / scores.shape[axis])
+    if how == "max":
+        return scores.max(axis=axis)
+    if how == "softmax":
+        w = np.exp(beta * (scores - scores.max(axis=axis, keepdims=True)))
+        return (w * scores).sum(axis=axis) / w.sum(axis=axis)
+    raise ValueError(f"unknown aggregation {how!r}; choose one of {', '.join(AGGREGATIONS)}")
+
+
+def choice_probabilities(utilities: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(temperature * utilities)`` over the last axis."""
+    z = temperature * utilities
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class UserModel:
+    """Interface of a user simulator with ``K`` latent types.
+
+    Subclasses implement :meth:`_scores`; everything else is shared.
+
+    Attributes:
+        prior: ``(K,)`` probabilities of the user types.
+        temperature: ``tau`` of the choice softmax.
+        aggregation: How image scores become a column utility.
+        type_names: A readable name per type.
+    """
+
+    prior: np.ndarray
+    temperature: float
+    aggregation: str = "mean"
+    type_names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        prior = np.asarray(self.prior, dtype=np.float64)
+        if prior.ndim != 1 or prior.size == 0 or np.any(prior < 0) or not np.isclose(prior.sum(), 1):
+            raise ValueError("prior must be a non-empty vector of non-negative numbers summing to 1")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"unknown aggregation {self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}"
+            )
+        if not self.type_names:
+            object.__setattr__(self, "type_names", tuple(f"type-{k}" for k in range(prior.size)))
+        object.__setattr__(self, "prior", prior)
+
+    @property
+    def num_types(self) -> int:
+        """Number of user types ``K``."""
+        return int(self.prior.size)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension the model takes."""
+        raise NotImplementedError
+
+    def _scores(self, prompts: np.ndarray, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def scores(self, prompts: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """Score images for every user type.
+
+        Args:
+            prompts: ``(..., d)`` prompt embeddings.
+            images: ``(..., M, d)`` embeddings of the prompts' images.
+
+        Returns:
+            ``(..., M, K)`` scores ``s(k, p, I)``.
+        """
+        d = self.dim
+        check_shape("prompts", prompts, (*prompts.shape[:-1], d))
+        check_shape("images", images, (*prompts.shape[:-1], None, d))
+        return self._scores(prompts, images)
+
+    def utilities(self, prompts: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """Column utilities ``(..., K)``: image scores aggregated over ``M``."""
+        return aggregate(self.scores(prompts, images), self.aggregation, axis=-2)
+
+    def prompt_utilities(self, prompts: np.ndarray) -> np.ndarray:
+        """Utility ``(..., K)`` of a prompt judged by its embedding alone.
+
+        A cheap estimate of the utility of a prompt's images for agents that
+        plan before images exist: the prompt embedding stands in for its
+        images.
+        """
+        return self.scores(prompts, prompts[..., None, :])[..., 0, :]
+
+    def type_scores(self, prompts: np.ndarray, images: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """Scores ``(B, ..., M)`` for one user type per batch row.
+
+        Args:
+            prompts: ``(B, ..., d)`` prompt embeddings.
+            images: ``(B, ..., M, d)`` image embeddings.
+            types: ``(B,)`` user type of each row.
+        """
+        s = self.scores(prompts, images)
+        idx = np.asarray(types).reshape(-1, *([1] * (s.ndim - 1)))
+        return np.take_along_axis(s, np.broadcast_to(idx, (*s.shape[:-1], 1)), axis=-1)[..., 0]
+
+    def choice_probs(self, utilities: np.ndarray) -> np.ndarray:
+        """Choice probabilities over the last axis (the slate's columns)."""
+        return choice_probabilities(utilities, self.temperature)
+
+    def log_likelihood(self, utilities: np.ndarray, choice: np.ndarray) -> np.ndarray:
+        """Log probability of each type choosing ``choice``.
+
+        Args:
+            utilities: ``(..., K, L)`` column utilities for every type.
+            choice: ``(...)`` chosen column indices.
+
+        Returns:
+            ``(..., K)`` log-likelihoods.
+        """
+        z = self.temperature * utilities
+        z = z - z.max(axis=-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        idx = np.asarray(choice)[..., None, None]
+        idx = np.broadcast_to(idx, (*logp.shape[:-1], 1))
+        return np.take_along_axis(logp, idx, axis=-1)[..., 0]
+
+
+@dataclass(frozen=True)
+class TasteUserModel(UserModel):
+    """A user type is a taste direction in the embedding space.
+
+    ``s(k, p, I) = scale * <w_k, I> + alignment * <p, I> + bias_k``: a type
+    likes images close to its taste, every type likes images that follow the
+    prompt.
+
+    Attributes:
+        tastes: ``(K, d)`` unit taste vectors.
+        scale: Weight of the taste term.
+        alignment: Weight of prompt adherence.
+        bias: ``(K,)`` offset per type.
+    """
+
+    tastes: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.float32))
+    scale: float = 10.0
+    alignment: float = 2.0
+    bias: np.ndarray | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        tastes = np.asarray(self.tastes, dtype=np.float32)
+        if tastes.ndim != 2 or tastes.shape[0] != self.num_types:
+            raise ShapeError(
+                f"tastes: expected shape ({self.num_types}, d) to match the prior, got {tastes.shape}"
+            )
+        bias = np.zeros(self.num_types, np.float32) if self.bias is None else self.bias
+        object.__setattr__(self, "tastes", tastes)
+        object.__setattr__(self, "bias", np.asarray(bias, dtype=np.float32))
+
+    @property
+    def dim(self) -> int:
+        return int(self.tastes.shape[1])
+
+    def _scores(self, prompts, images):
+        taste = images @ (self.scale * self.tastes.T)
+        adherence = np.einsum("...md,...d->...m", images, prompts)[..., None]
+        return taste + self.alignment * adherence + self.bias
+
+    def type_scores(self, prompts: np.ndarray, images: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """Scores ``(B, ..., M)`` for one type per batch row, without the other types."""
+        w = self.scale * self.tastes[types]
+        w = w.reshape(w.shape[0], *([1] * (images.ndim - 2)), w.shape[1])
+        x = np.einsum("...d,...d->...", images, w + self.alignment * prompts[..., None, :])
+        return x + self.bias[types].reshape(-1, *([1] * (x.ndim - 1)))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to an ``.npz`` file (via a temp file and a rename)."""
+        path = Path(path)
+        meta = {"kind": "taste", "temperature": self.temperature, "aggregation": self.aggregation,
+                "scale": self.scale, "alignment": self.alignment, "type_names": list(self.type_names)}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        os.close(fd)
+        np.savez(tmp, prior=self.prior, tastes=self.tastes, bias=self.bias, meta=np.array(json.dumps(meta)))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TasteUserModel:
+        """Read a model written by :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                if meta.get("kind") != "taste":
+                    raise AssetError(f"{path}: not a taste user model (kind {meta.get('kind')!r})")
+                return cls(prior=data["prior"], temperature=meta["temperature"],
+                           aggregation=meta["aggregation"], type_names=tuple(meta["type_names"]),
+                           tastes=data["tastes"], scale=meta["scale"], alignment=meta["alignment"],
+                           bias=data["bias"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise AssetError(f"{path}: cannot read a user model ({exc}); write one with .save()") from exc

@@ -1,0 +1,199 @@
+"""The PastaT2I-v0 contract: spaces, seeding, episode end, errors, rendering."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from pasta_env import EpisodeEndedError, PastaT2IEnv
+from tests.conftest import ENV_ID, rollout
+
+
+def test_check_env_passes_without_warnings():
+    env = gym.make(ENV_ID)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_make_with_module_prefix_imports_the_package():
+    code = ("import gymnasium as gym\n"
+            "env = gym.make('pasta_env:PastaT2I-v0')\n"
+            "obs, info = env.reset(seed=0)\n"
+            "print(obs['candidates'].shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(25, 64)"
+
+
+def test_default_spaces_have_the_paper_sizes():
+    env = gym.make(ENV_ID)
+    assert env.action_space == gym.spaces.MultiDiscrete([25] * 4)
+    obs_space = env.observation_space
+    assert obs_space["candidates"].shape == (25, 64)
+    assert obs_space["history_slate_images"].shape == (5, 4, 64)
+    assert obs_space["turn"].n == 6
+    for key, space in obs_space.spaces.items():
+        if isinstance(space, gym.spaces.Box):
+            assert np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)), key
+
+
+def test_episode_terminates_after_horizon_without_truncation(actions):
+    env = gym.make(ENV_ID)
+    env.reset(seed=1)
+    flags = [env.step(a)[2:4] for a in actions]
+    assert flags == [(False, False)] * 4 + [(True, False)]
+    with pytest.raises(EpisodeEndedError, match="reset"):
+        env.step(actions[0])
+
+
+def test_observation_tracks_turns_and_history(actions):
+    env = gym.make(ENV_ID)
+    observations, _, infos = rollout(env, 2, actions)
+    for t, obs in enumerate(observations):
+        assert env.observation_space.contains(obs)
+        assert obs["turn"] == t
+        assert obs["history_mask"].tolist() == [1] * t + [0] * (5 - t)
+        assert not obs["history_prompts"][t:].any()
+    last = observations[-1]
+    choices = [info["choice"] for info in infos[1:]]
+    assert last["history_choices"].tolist() == choices
+    # The chosen prompt becomes the current prompt.
+    np.testing.assert_allclose(last["current_prompt"], last["history_prompts"][-1])
+    np.testing.assert_allclose(observations[0]["current_prompt"], observations[0]["initial_prompt"])
+
+
+def test_same_seed_same_trajectory(actions):
+    a = rollout(gym.make(ENV_ID), 7, actions)
+    b = rollout(gym.make(ENV_ID), 7, actions)
+    c = rollout(gym.make(ENV_ID), 8, actions)
+    for oa, ob in zip(a[0], b[0]):
+        for k in oa:
+            np.testing.assert_array_equal(oa[k], ob[k])
+    assert a[1] == b[1]
+    assert [list(i["candidate_texts"]) for i in a[2]] == [list(i["candidate_texts"]) for i in b[2]]
+    assert a[1] != c[1]
+
+
+def test_reset_mid_episode_starts_fresh(actions):
+    env = gym.make(ENV_ID)
+    env.reset(seed=3)
+    env.step(actions[0])
+    env.step(actions[1])
+    obs, _ = env.reset(seed=3)
+    fresh, _ = gym.make(ENV_ID).reset(seed=3)
+    for k in obs:
+        np.testing.assert_array_equal(obs[k], fresh[k])
+    assert obs["turn"] == 0
+
+
+def test_info_has_texts_choices_and_utilities(actions):
+    env = gym.make(ENV_ID)
+    _, info = env.reset(seed=0)
+    assert len(info["candidate_texts"]) == 25
+    assert len(set(info["candidate_texts"])) == 25
+    assert info["categories"][:5] == ("rephrase",) * 5
+    assert isinstance(info["prompt"], str) and info["prompt"]
+    assert "user_type" not in info
+    _, reward, *_, info = env.step(actions[0])
+    assert len(info["slate_texts"]) == 4
+    probs, util = info["choice_probs"], info["utilities"]
+    assert probs.shape == util.shape == (4,)
+    assert np.isclose(probs.sum(), 1.0)
+    assert reward == pytest.approx(util[info["choice"]])
+
+
+def test_slate_texts_are_the_shown_candidates(actions):
+    env = gym.make(ENV_ID)
+    _, info = env.reset(seed=4)
+    shown = [info["candidate_texts"][i] for i in actions[0]]
+    _, _, _, _, info = env.step(actions[0])
+    assert list(info["slate_texts"]) == shown
+
+
+def test_expected_reward_is_probability_weighted(actions):
+    env = gym.make(ENV_ID, reward="expected")
+    env.reset(seed=5)
+    _, reward, *_, info = env.step(actions[0])
+    assert reward == pytest.approx(float(info["choice_probs"] @ info["utilities"]), rel=1e-5)
+
+
+def test_expose_user_type():
+    env = gym.make(ENV_ID, expose_user_type=True)
+    types = {env.reset(seed=s)[1]["user_type"] for s in range(60)}
+    assert types == set(range(8))
+    _, info = env.reset(seed=0)
+    assert info["user_type_name"] == env.unwrapped.world.user_model.type_names[info["user_type"]]
+
+
+def test_repeated_index_is_legal_and_gets_its_own_images():
+    env = gym.make(ENV_ID)
+    env.reset(seed=6)
+    obs, *_ = env.step(np.array([3, 3, 3, 3]))
+    imgs = obs["history_slate_images"][0]
+    assert not np.allclose(imgs[0], imgs[1])
+    np.testing.assert_allclose(obs["history_slate_prompts"][0][0], obs["history_slate_prompts"][0][3])
+
+
+@pytest.mark.parametrize("action, match", [
+    (np.array([0, 1, 2]), r"shape \(4,\)"),
+    (np.array([[0, 1, 2, 3]]), r"shape \(4,\)"),
+    (np.array([0.0, 1.0, 2.0, 3.0]), "integers 0..24, got dtype float64"),
+    (np.array([0, np.nan, 2, 3]), "NaN"),
+    (np.array([0, 1, 2, 25]), "slate index 25 is out of range 0..24"),
+    (np.array([0, -1, 2, 3]), "slate index -1 is out of range 0..24"),
+    (np.array([True, False, True, False]), "dtype bool"),
+    ("0123", r"shape \(4,\)"),
+])
+def test_invalid_actions_get_clear_errors(action, match):
+    env = gym.make(ENV_ID)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=match):
+        env.step(action)
+    # Nothing was lost: the episode is still at turn 0 and can go on.
+    obs, *_ = env.step(np.array([0, 1, 2, 3]))
+    assert obs["turn"] == 1
+
+
+def test_step_before_reset_is_an_error():
+    env = PastaT2IEnv()
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(np.zeros(4, np.int64))
+
+
+def test_ansi_render_describes_the_turn(actions):
+    env = gym.make(ENV_ID, render_mode="ansi")
+    _, info = env.reset(seed=0)
+    assert "turn 0/5" in env.render()
+    _, _, _, _, info = env.step(actions[0])
+    text = env.render()
+    assert "turn 1/5" in text and "user picked column" in text
+    for shown in info["slate_texts"]:
+        assert shown in text
+    assert info["categories"][actions[0][0]] in text
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"reward": "best"}, "reward must be one of chosen, expected"),
+    ({"slate_size": 0}, "slate_size must be a positive integer"),
+    ({"num_candidates": 24}, "num_candidates must be 5, 10, 15, 20 or 25"),
+    ({"world": "nowhere"}, "unknown world 'nowhere'; registered worlds: synthetic"),
+    ({"render_mode": "human"}, "render_mode must be None or 'ansi'"),
+])
+def test_bad_arguments_get_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PastaT2IEnv(**kwargs)
+
+
+def test_smaller_configurations_run():
+    env = gym.make(ENV_ID, num_candidates=10, slate_size=3, images_per_prompt=2, horizon=3)
+    obs, info = env.reset(seed=0)
+    assert obs["candidates"].shape == (10, 64) and len(set(info["candidate_texts"])) == 10
+    for _t in range(3):
+        obs, r, term, _, info = env.step(env.action_space.sample())
+    assert term and obs["history_slate_images"].shape == (3, 3, 64)

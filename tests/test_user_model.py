@@ -1,0 +1,65 @@
+"""The user-model interface and the hand-set taste model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pasta_env.worlds import default_user_model
+from simulators.errors import AssetError, ShapeError
+from simulators.user_model import TasteUserModel, aggregate, choice_probabilities
+
+
+def test_scores_shapes_are_checked():
+    model = default_user_model()
+    p = np.zeros((3, 64), np.float32)
+    i = np.zeros((3, 4, 64), np.float32)
+    assert model.scores(p, i).shape == (3, 4, 8)
+    assert model.utilities(p, i).shape == (3, 8)
+    with pytest.raises(ShapeError, match=r"images: expected shape \(3, \*, 64\), got \(3, 4, 32\)"):
+        model.scores(p, np.zeros((3, 4, 32), np.float32))
+
+
+def test_type_scores_agree_with_all_type_scores():
+    model = default_user_model()
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal((5, 4, 64)).astype(np.float32)
+    i = rng.standard_normal((5, 4, 3, 64)).astype(np.float32)
+    types = rng.integers(0, 8, 5)
+    full = model.scores(p, i)
+    want = np.stack([full[b, ..., types[b]] for b in range(5)])
+    np.testing.assert_allclose(model.type_scores(p, i, types), want, rtol=1e-5, atol=1e-4)
+
+
+def test_aggregations_and_choice():
+    s = np.array([[1.0, 2.0, 6.0]])
+    assert aggregate(s, "mean")[0] == pytest.approx(3.0)
+    assert aggregate(s, "max")[0] == 6.0
+    assert 3.0 < aggregate(s, "softmax")[0] < 6.0
+    with pytest.raises(ValueError, match="unknown aggregation 'median'"):
+        aggregate(s, "median")
+    p = choice_probabilities(np.array([0.0, 1.0]), 2.0)
+    assert p[1] / p[0] == pytest.approx(np.exp(2.0))
+
+
+def test_save_load_round_trip(tmp_path):
+    model = default_user_model()
+    path = tmp_path / "users.npz"
+    model.save(path)
+    back = TasteUserModel.load(path)
+    np.testing.assert_array_equal(back.tastes, model.tastes)
+    assert back.type_names == model.type_names and back.temperature == model.temperature
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(AssetError, match="bad.npz: cannot read a user model"):
+        TasteUserModel.load(path)
+
+
+def test_invalid_prior_and_tastes():
+    with pytest.raises(ValueError, match="prior must be"):
+        TasteUserModel(prior=np.array([0.5, 0.6]), temperature=1.0, tastes=np.zeros((2, 4)))
+    with pytest.raises(ShapeError, match=r"tastes: expected shape \(2, d\)"):
+        TasteUserModel(prior=np.array([0.5, 0.5]), temperature=1.0, tastes=np.zeros((3, 4)))

@@ -1,0 +1,86 @@
+"""The native vector env: spaces, autoreset, and equality with single envs."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from tests.conftest import ENV_ID
+
+
+def make_vec(n, **kw):
+    return gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", **kw)
+
+
+def test_vector_spaces_are_batched():
+    env = make_vec(3)
+    assert env.action_space.shape == (3, 4)
+    assert env.observation_space["candidates"].shape == (3, 25, 64)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert len(info["candidate_texts"]) == 3 and len(info["candidate_texts"][0]) == 25
+
+
+def test_vector_equals_single_envs_seeded_alike():
+    n, seed = 6, 40
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 25, (5, n, 4))
+    vec = make_vec(n, expose_user_type=True)
+    vobs, vinfo = vec.reset(seed=seed)
+    singles = [gym.make(ENV_ID, expose_user_type=True) for _ in range(n)]
+    sres = [e.reset(seed=seed + i) for i, e in enumerate(singles)]
+    for i in range(n):
+        for k in vobs:
+            np.testing.assert_array_equal(vobs[k][i], sres[i][0][k])
+        assert list(vinfo["candidate_texts"][i]) == list(sres[i][1]["candidate_texts"])
+    for t in range(5):
+        vobs, vrew, vterm, vtrunc, vinfo = vec.step(actions[t])
+        for i, e in enumerate(singles):
+            obs, rew, term, trunc, info = e.step(actions[t, i])
+            for k in obs:
+                np.testing.assert_array_equal(vobs[k][i], obs[k])
+            assert vrew[i] == rew and vterm[i] == term and vtrunc[i] == trunc
+            assert vinfo["choice"][i] == info["choice"]
+            assert vinfo["user_type"][i] == info["user_type"]
+            assert list(vinfo["slate_texts"][i]) == list(info["slate_texts"])
+
+
+def test_next_step_autoreset_continues_each_users_stream():
+    n = 3
+    vec = make_vec(n)
+    vec.reset(seed=10)
+    a = np.zeros((n, 4), np.int64)
+    for _ in range(5):
+        *_, term, _, _ = vec.step(a)
+    assert term.all()
+    obs, rew, term, trunc, _ = vec.step(a)  # the autoreset step
+    assert (rew == 0).all() and not term.any() and (obs["turn"] == 0).all()
+    # Single env i: the same second episode after reset() without a seed.
+    for i in range(n):
+        e = gym.make(ENV_ID)
+        e.reset(seed=10 + i)
+        for _ in range(5):
+            e.step(a[i])
+        sobs, _ = e.reset()
+        np.testing.assert_array_equal(obs["candidates"][i], sobs["candidates"])
+
+
+def test_vector_rejects_bad_slates():
+    vec = make_vec(2)
+    vec.reset(seed=0)
+    with pytest.raises(ValueError, match=r"slates must have shape \(2, 4\)"):
+        vec.step(np.zeros((3, 4), np.int64))
+    with pytest.raises(ValueError, match="out of range 0..24"):
+        vec.step(np.full((2, 4), 99))
+
+
+def test_vector_seed_list_and_render():
+    vec = make_vec(2, render_mode="ansi")
+    obs, _ = vec.reset(seed=[5, 9])
+    single, _ = gym.make(ENV_ID).reset(seed=9)
+    np.testing.assert_array_equal(obs["candidates"][1], single["candidates"])
+    texts = vec.render()
+    assert len(texts) == 2 and all("turn 0/5" in t for t in texts)
+    with pytest.raises(ValueError, match="got 3 seeds for 2 environments"):
+        vec.reset(seed=[1, 2, 3])
