@@ -1,0 +1,236 @@
+"""The evaluation harness: every agent meets the same users (common random numbers).
+
+Episode ``e`` of an evaluation with seed ``s`` is played in a vector-env slot
+reset with seed ``s + e``, for every agent: the same user type, initial
+prompt, candidate draws, image noise and choice uniforms. Differences
+between agents are therefore paired, and their confidence intervals are
+tight.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents import make_agent
+from pasta_env import ENV_ID
+from pasta_env.env import build_world
+from pasta_env.worlds import PromptsArg
+from simulators.atomic import atomic_path
+
+Z95 = 1.959963984540054
+
+
+@dataclass
+class AgentResult:
+    """Per-episode measurements of one agent.
+
+    Attributes:
+        name: Agent name.
+        returns: ``(E,)`` episode returns.
+        utilities: ``(E, H)`` reward of each turn.
+        entropies: ``(E, H)`` entropy (nats) of the user's choice distribution.
+        seconds: Wall-clock time of the agent's episodes.
+    """
+
+    name: str
+    returns: np.ndarray
+    utilities: np.ndarray
+    entropies: np.ndarray
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """Means and 95% confidence half-widths, JSON-ready."""
+        return {
+            "episodes": int(len(self.returns)),
+            "return_mean": float(self.returns.mean()),
+            "return_ci95": ci95(self.returns),
+            "return_std": float(self.returns.std(ddof=1)) if len(self.returns) > 1 else 0.0,
+            "per_turn_utility_mean": self.utilities.mean(axis=0).tolist(),
+            "per_turn_utility_ci95": [ci95(c) for c in self.utilities.T],
+            "choice_entropy_mean": float(self.entropies.mean()),
+            "choice_entropy_per_turn": self.entropies.mean(axis=0).tolist(),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class EvaluationResult:
+    """All agents' results and the settings that produced them."""
+
+    settings: dict[str, Any]
+    agents: dict[str, AgentResult] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        """Paired differences of mean return for every ordered pair, best first."""
+        names = self.ranking()
+        out = []
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                diff = self.agents[a].returns - self.agents[b].returns
+                half = ci95(diff)
+                out.append({"a": a, "b": b, "mean_difference": float(diff.mean()), "ci95": half,
+                            "significant": bool(abs(diff.mean()) > half)})
+        return out
+
+    def ranking(self) -> list[str]:
+        """Agent names by mean return, best first."""
+        return sorted(self.agents, key=lambda n: -self.agents[n].returns.mean())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON layout: settings, agents, comparisons, ranking, elapsed_s."""
+        return {"settings": self.settings,
+                "agents": {n: r.summary() for n, r in self.agents.items()},
+                "comparisons": self.comparisons(), "ranking": self.ranking(),
+                "elapsed_s": round(self.elapsed_s, 3)}
+
+    def table(self) -> str:
+        """A markdown table: mean return with 95% CI, utility per turn, choice entropy."""
+        horizon = self.settings["horizon"]
+        head = ["agent", "return (95% CI)"] + [f"turn {t + 1}" for t in range(horizon)] + ["entropy"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name in self.ranking():
+            s = self.agents[name].summary()
+            cells = [name, f"{s['return_mean']:.3f} ± {s['return_ci95']:.3f}"]
+            cells += [f"{u:.3f}" for u in s["per_turn_utility_mean"]]
+            cells.append(f"{s['choice_entropy_mean']:.3f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def ci95(x: np.ndarray) -> float:
+    """Half-width of the normal-approximation 95% confidence interval of the mean."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2:
+        return float("nan")
+    return float(Z95 * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=-1)
+
+
+def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
+             prompts: PromptsArg = None, num_envs: int = 1024, progress: bool = True,
+             **env_kwargs) -> EvaluationResult:
+    """Evaluate agents on the same users.
+
+    Args:
+        agents: Registered agent names, or objects with ``reset(seed)`` and
+            ``act(obs, info)`` (batched) and a ``name``.
+        episodes: Episodes per agent.
+        seed: Episode ``e`` uses env seed ``seed + e``; agents are seeded with ``seed``.
+        prompts: Initial prompts (strings or a file), as for the env.
+        num_envs: Users simulated at once.
+        progress: Show a progress bar.
+        **env_kwargs: Passed to the env (``reward``, ``horizon``, ``world``...).
+
+    Raises:
+        ValueError: Unknown agent name (listing the known ones), or
+            ``episodes``/``num_envs`` below 1.
+    """
+    if episodes < 1 or num_envs < 1:
+        raise ValueError(f"episodes and num_envs must be positive, got {episodes} and {num_envs}")
+    start = time.perf_counter()
+    env_kwargs = {**env_kwargs, "expose_user_type": True}
+    world = build_world(env_kwargs.pop("world", "synthetic"), prompts,
+                        env_kwargs.get("num_candidates", 25), env_kwargs.pop("world_kwargs", None))
+    envs: dict[int, Any] = {}
+
+    def env_for(n: int):
+        if n not in envs:
+            envs[n] = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point",
+                                   world=world, **env_kwargs)
+        return envs[n]
+
+    config = env_for(min(num_envs, episodes)).config
+    players = [make_agent(a, world, config, seed) if isinstance(a, str) else a for a in agents]
+    names = [getattr(p, "name", type(p).__name__) for p in players]
+    if len(set(names)) != len(names):
+        raise ValueError(f"agent names must be unique, got {names}")
+    if prompts is None or isinstance(prompts, (str, os.PathLike)):
+        prompt_source = None if prompts is None else str(prompts)
+    else:
+        prompt_source = f"{len(prompts)} prompts given in code"
+    settings = {"episodes": episodes, "seed": seed, "num_envs": num_envs, "world": world.name,
+                "prompts": prompt_source, **config.to_dict()}
+    result = EvaluationResult(settings)
+    bar = _progress(len(players) * episodes, progress)
+    for name, player in zip(names, players):
+        result.agents[name] = _play(player, name, episodes, seed, num_envs, env_for, bar)
+    bar.close()
+    result.elapsed_s = time.perf_counter() - start
+    return result
+
+
+def _play(player, name, episodes, seed, num_envs, env_for, bar) -> AgentResult:
+    t0 = time.perf_counter()
+    player.reset(seed)
+    rets, utils, ents = [], [], []
+    for start in range(0, episodes, num_envs):
+        n = min(num_envs, episodes - start)
+        env = env_for(n)
+        obs, info = env.reset(seed=seed + start)
+        rewards, entropies = [], []
+        for _ in range(env.config.horizon):
+            obs, reward, term, trunc, info = env.step(player.act(obs, info))
+            rewards.append(reward)
+            entropies.append(_entropy(info["choice_probs"]))
+        r = np.stack(rewards, axis=1)
+        utils.append(r)
+        rets.append(r.sum(axis=1))
+        ents.append(np.stack(entropies, axis=1))
+        bar.update(n)
+    return AgentResult(name, np.concatenate(rets), np.concatenate(utils), np.concatenate(ents),
+                       time.perf_counter() - t0)
+
+
+class _NoBar:
+    def update(self, n):  # noqa: D102
+        pass
+
+    def close(self):  # noqa: D102
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="ep", desc="evaluating", leave=False)
+
+
+def plot_per_turn(result: EvaluationResult, path: str) -> None:
+    """Per-turn utility of every agent with 95% confidence bands, saved as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    turns = np.arange(1, result.settings["horizon"] + 1)
+    for name in result.ranking():
+        s = result.agents[name].summary()
+        mean, half = np.array(s["per_turn_utility_mean"]), np.array(s["per_turn_utility_ci95"])
+        ax.plot(turns, mean, marker="o", label=f"{name} ({s['return_mean']:.2f})")
+        ax.fill_between(turns, mean - half, mean + half, alpha=0.2)
+    ax.set_xlabel("turn")
+    ax.set_ylabel("utility of the chosen column")
+    ax.set_xticks(turns)
+    ax.set_title(f"PastaT2I-v0, {result.settings['episodes']} episodes per agent (95% CI)")
+    ax.legend(title="agent (mean return)", fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fmt = os.path.splitext(str(path))[1].lstrip(".") or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=fmt)
+    plt.close(fig)

@@ -1,0 +1,142 @@
+"""Agents: legal slates, the Bayesian posterior, and the evaluation harness."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents import AGENTS, Agent, make_agent, type_log_posterior
+from agents.evaluation import evaluate, plot_per_turn
+from tests.conftest import ENV_ID
+
+
+def make_vec(n, **kw):
+    return gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point",
+                        expose_user_type=True, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_agents_emit_legal_slates(name):
+    vec = make_vec(16)
+    agent = make_agent(name, vec.world, vec.config, seed=0)
+    obs, info = vec.reset(seed=0)
+    for _ in range(5):
+        slates = agent.act(obs, info)
+        assert vec.action_space.contains(slates.astype(np.int64))
+        if name != "random":  # at most one candidate per category
+            cats = np.take_along_axis(obs["candidate_categories"], slates, axis=1)
+            assert all(len(set(row)) == 4 for row in cats.tolist())
+        obs, _, _, _, info = vec.step(slates)
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_agents_work_with_the_single_env(name):
+    env = gym.make(ENV_ID, expose_user_type=True)
+    agent = make_agent(name, env.unwrapped.world, env.unwrapped.config, seed=0)
+    obs, info = env.reset(seed=1)
+    done = False
+    while not done:
+        slate = agent.act(obs, info)
+        assert slate.shape == (4,) and env.action_space.contains(slate.astype(np.int64))
+        obs, _, done, _, info = env.step(slate)
+
+
+def test_lmm_shows_the_first_candidate_of_four_categories():
+    vec = make_vec(2)
+    obs, info = vec.reset(seed=0)
+    slates = make_agent("lmm", vec.world, vec.config).act(obs, info)
+    assert slates.tolist() == [[0, 5, 10, 15]] * 2
+
+
+def test_oracle_without_the_user_type_explains_the_fix():
+    env = gym.make(ENV_ID)
+    obs, info = env.reset(seed=0)
+    agent = make_agent("oracle", env.unwrapped.world, env.unwrapped.config)
+    with pytest.raises(ValueError, match="expose_user_type=True"):
+        agent.act(obs, info)
+
+
+def test_unknown_agent_lists_the_known_ones():
+    vec = make_vec(1)
+    with pytest.raises(ValueError, match="unknown agent 'smart'; known agents: greedy, lmm, oracle"):
+        make_agent("smart", vec.world, vec.config)
+
+
+def test_posterior_concentrates_on_the_true_type_over_long_interactions():
+    n = 200
+    vec = make_vec(n, horizon=25)
+    explorer = make_agent("random-diverse", vec.world, vec.config, seed=0)
+    obs, info = vec.reset(seed=0)
+    early = None
+    for t in range(25):
+        obs, _, _, _, info = vec.step(explorer.act(obs, info))
+        if t == 0:
+            early = np.exp(type_log_posterior(obs, vec.world.user_model))
+    post = np.exp(type_log_posterior(obs, vec.world.user_model))
+    truth = info["user_type"]
+    p_true = post[np.arange(n), truth]
+    assert np.allclose(post.sum(axis=1), 1.0)
+    assert p_true.mean() > 0.8 and (post.argmax(axis=1) == truth).mean() > 0.85
+    assert p_true.mean() > early[np.arange(n), truth].mean() + 0.4
+
+
+class Recorder(Agent):
+    """Records what it was shown at the first turn; plays lmm's slate."""
+
+    def __init__(self, name, world, config):
+        super().__init__(world, config)
+        self.name, self.seen = name, []
+
+    def act_batch(self, obs, info):
+        if obs["turn"][0] == 0:
+            self.seen.append((info["user_type"].copy(), obs["initial_prompt"].copy()))
+        return np.tile(np.arange(0, 20, 5), (obs["candidates"].shape[0], 1))
+
+
+def test_common_random_numbers_across_agents():
+    vec = make_vec(1)
+    a, b = Recorder("a", vec.world, vec.config), Recorder("b", vec.world, vec.config)
+    result = evaluate([a, b], episodes=70, seed=5, num_envs=32, progress=False)
+    types_a = np.concatenate([t for t, _ in a.seen])
+    types_b = np.concatenate([t for t, _ in b.seen])
+    np.testing.assert_array_equal(types_a, types_b)
+    np.testing.assert_array_equal(np.concatenate([p for _, p in a.seen]),
+                                  np.concatenate([p for _, p in b.seen]))
+    assert len(types_a) == 70 and len(set(types_a.tolist())) > 1
+    # Same slates on the same users: identical returns.
+    np.testing.assert_array_equal(result.agents["a"].returns, result.agents["b"].returns)
+
+
+def test_oracle_beats_greedy_beats_myopic_baselines():
+    result = evaluate(["random", "lmm", "greedy", "oracle"], episodes=1000, seed=11, progress=False)
+    diffs = {(c["a"], c["b"]): c for c in result.comparisons()}
+    assert result.ranking()[:2] == ["oracle", "greedy"]
+    for pair in [("oracle", "greedy"), ("greedy", "random"), ("greedy", "lmm")]:
+        assert diffs[pair]["mean_difference"] > diffs[pair]["ci95"] > 0
+    greedy = result.agents["greedy"].utilities.mean(axis=0)
+    assert np.all(np.diff(greedy) > 0)
+
+
+def test_json_has_the_documented_keys(tmp_path):
+    result = evaluate(["random", "greedy"], episodes=40, seed=0, num_envs=16, progress=False)
+    payload = json.loads(json.dumps(result.to_dict()))
+    assert set(payload) == {"settings", "agents", "comparisons", "ranking", "elapsed_s"}
+    summary = payload["agents"]["greedy"]
+    assert set(summary) == {"episodes", "return_mean", "return_ci95", "return_std",
+                            "per_turn_utility_mean", "per_turn_utility_ci95", "choice_entropy_mean",
+                            "choice_entropy_per_turn", "seconds"}
+    assert summary["episodes"] == 40 and len(summary["per_turn_utility_mean"]) == 5
+    assert payload["settings"]["slate_size"] == 4 and payload["settings"]["seed"] == 0
+    plot_per_turn(result, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluation_with_a_prompt_file(tmp_path):
+    path = tmp_path / "mine.txt"
+    path.write_text("a watercolor of my grandmother's garden\na robot reading a newspaper\n")
+    result = evaluate(["lmm", "oracle"], episodes=20, seed=0, prompts=str(path), progress=False)
+    assert result.settings["prompts"] == str(path)
+    assert result.agents["oracle"].returns.mean() > result.agents["lmm"].returns.mean()
