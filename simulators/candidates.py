@@ -90,14 +90,22 @@ class SyntheticCandidateGenerator:
         self._bank_rows = bank_rows
         self._build_masked_options(vocab, rng)
         self._build_excluding_options(vocab, rng)
-        self.leap_slots = np.array([P.BASE, P.STYLE, P.SETTING])
+        self.leap_slots = (P.BASE, P.STYLE, P.SETTING)
         self._cols = np.arange(4 * k)
         self._style_base = np.repeat(np.array([P.STYLE, P.BASE], np.intp), k)
         self._row_cache: dict[int, np.ndarray] = {}
 
     def _build_masked_options(self, vocab: P.Vocabulary, rng: np.random.Generator) -> None:
-        """Rephrase and add-detail options: (slot, neighbour rank or phrase) pairs."""
-        slot, value, gate = [], [], []
+        """Rephrase options (slot, neighbour rank) and add-detail options (slot, draw j).
+
+        Add-detail option ``(s, j)`` puts the ``j``-th phrase of a random
+        ordering of slot ``s``'s phrases (a row of ``detail_bank``) into slot
+        ``s``; ``j < k + 2`` leaves room for the two excluded phrases of the
+        replace-a-detail fallback.
+        """
+        k = self.per_category
+        draws = k + 2
+        slot, value, gate, orders = [], [], [], []
         for s in P.REPHRASE_SLOTS:
             slot += [s] * NEIGHBOURS
             value += list(range(NEIGHBOURS))
@@ -105,13 +113,18 @@ class SyntheticCandidateGenerator:
         n_reph = len(slot)
         for s in P.DETAIL_SLOTS:
             a, b = vocab.slot_range(s)
-            slot += [s] * (b - a)
-            value += list(range(a, b))
-            gate += [P.DETAIL_A if s == P.DETAIL_B else _ALWAYS_FILLED] * (b - a)
+            if b - a < draws:
+                raise ValueError(f"slot {P.SLOTS[s]} has {b - a} phrases; need at least {draws}")
+            slot += [s] * draws
+            value += list(range(draws))
+            gate += [P.DETAIL_A if s == P.DETAIL_B else _ALWAYS_FILLED] * draws
+            orders.append(a + np.argsort(rng.random((self._bank_rows, b - a)), axis=1)[:, :draws])
+        self.detail_bank = np.concatenate(orders, axis=1).astype(np.int32)  # (rows, 7 * draws)
         self.opt_slot = np.array(slot, np.intp)
-        self.opt_value = np.array(value, np.int32)
+        self.opt_rank = np.array(value, np.intp)
         self.opt_gate = np.array(gate, np.intp)
         n = len(slot)
+        self.n_reph = n_reph
         is_reph = np.arange(n) < n_reph
         self.is_reph_always = is_reph & (self.opt_slot == P.FRAMING)
         self.is_reph_when_filled = is_reph & ~self.is_reph_always
@@ -123,7 +136,6 @@ class SyntheticCandidateGenerator:
         ranks = np.concatenate([np.argsort(rng.random((self._bank_rows, n_reph)), 1),
                                 np.argsort(rng.random((self._bank_rows, n - n_reph)), 1)], axis=1)
         self.key_bank = (ranks + base).astype(np.int16)
-        k = self.per_category
         self.masked_pick = np.concatenate([np.arange(k), n_reph + np.arange(k)])
 
     def _build_excluding_options(self, vocab: P.Vocabulary, rng: np.random.Generator) -> None:
@@ -147,17 +159,15 @@ class SyntheticCandidateGenerator:
             self._row_cache[batch] = np.arange(batch)[:, None]
         return self._row_cache[batch]
 
-    def _fixed_slots(self, batch: int) -> np.ndarray:
-        return np.broadcast_to(self._style_base, (batch, len(self._style_base)))
-
-    def _allowed(self, cur_ext: np.ndarray) -> np.ndarray:
-        at = cur_ext[:, self.opt_slot]
+    def _allowed(self, cur: np.ndarray, add_values: np.ndarray) -> np.ndarray:
+        at = cur[:, self.opt_slot]
         allowed = (self.is_reph_when_filled & (at >= 0)) | self.is_reph_always
-        allowed |= self.is_add & (at < 0) & (cur_ext[:, self.opt_gate] >= 0)
+        allowed |= self.is_add & (at < 0) & (cur[:, self.opt_gate] >= 0)
         full = (allowed & self.is_add).sum(axis=1) < self.per_category
         if full.any():  # every detail slot is used: replace a detail phrase instead
-            v = self.opt_value
-            differs = (v != cur_ext[:, [P.DETAIL_A]]) & (v != cur_ext[:, [P.DETAIL_B]])
+            v = np.zeros_like(at)
+            v[:, self.n_reph:] = add_values
+            differs = (v != cur[:, [P.DETAIL_A]]) & (v != cur[:, [P.DETAIL_B]])
             repl = self.is_replaceable_detail & differs
             allowed[full] = (allowed[full] & ~self.is_add) | repl[full]
         return allowed
@@ -175,31 +185,41 @@ class SyntheticCandidateGenerator:
             their unnormalised embeddings, categories in blocks of ``k``.
         """
         B, k = cur.shape[0], self.per_category
-        space = self.space
         row = (u[:, 0] * self._bank_rows).astype(np.intp)
-        cur_ext = cur
-        # Rephrase and add detail: first k allowed options of each block.
+        # Rephrase and add detail: the first k allowed options of each block.
+        add_values = self.detail_bank[row]  # (B, 7 * (k + 2))
         keys = self.key_bank[row]
-        keys += ~self._allowed(cur_ext) * self.block_size
+        keys += ~self._allowed(cur, add_values) * self.block_size
         opts = np.argsort(keys, axis=1, kind="stable")[:, self.masked_pick]
         # Style, subject, leap: first k values of each ordering, skipping the excluded one.
         vals = self.excl_bank[row]  # (B, 5, k + 1)
-        skip = np.cumsum(vals == cur_ext[:, self.excl_slot][..., None], axis=2)[..., :k] > 0
+        skip = np.cumsum(vals == cur[:, self.excl_slot][..., None], axis=2)[..., :k] > 0
         vals = np.where(skip, vals[..., 1:], vals[..., :k])
         # Single-slot edits: rephrase, add detail, change style, change subject.
         rows = self._rows(B)
-        slot = np.concatenate([self.opt_slot[opts], self._fixed_slots(B)], axis=1)
+        C = self.num_candidates
+        slot = np.empty((B, 4 * k), np.intp)
+        slot[:, : 2 * k] = self.opt_slot[opts]
+        slot[:, 2 * k:] = self._style_base
         old = cur[rows, slot]
-        new = np.concatenate([self.opt_value[opts], vals[:, 0], vals[:, 1]], axis=1)
-        new[:, :k] = self.neighbours[old[:, :k], new[:, :k]]
-        edits = np.repeat(cur[:, None, :], 4 * k, axis=1)
-        edits[rows, self._cols, slot] = new
-        weighted = space.weighted
-        edit_raw = weighted[slot, new] - weighted[slot, old]
-        edit_raw += cur_raw[:, None, :]
+        new = np.empty((B, 4 * k), np.int32)
+        new[:, :k] = self.neighbours[old[:, :k], self.opt_rank[opts[:, :k]]]
+        new[:, k: 2 * k] = np.take_along_axis(add_values, opts[:, k:] - self.n_reph, axis=1)
+        new[:, 2 * k:] = vals[:, :2].reshape(B, 2 * k)
+        cands = np.empty((B, C, P.NUM_SLOTS), np.int32)
+        cands[:, : 4 * k] = cur[:, None, :]
+        cands[rows, self._cols, slot] = new
+        raw = np.empty((B, C, self.space.dim), np.float32)
+        weighted = self.space.weighted
+        np.subtract(weighted[slot, new], weighted[slot, old], out=raw[:, : 4 * k])
+        raw[:, : 4 * k] += cur_raw[:, None, :]
         # Creative leap: a new subject, style and setting; nothing else.
-        lv = vals[:, 2:].transpose(0, 2, 1)  # (B, k, 3): subject, style, setting
-        leap = np.full((B, k, P.NUM_SLOTS), P.EMPTY, np.int32)
-        leap[..., self.leap_slots] = lv
-        leap_raw = weighted[self.leap_slots, lv].sum(axis=2)
-        return np.concatenate([edits, leap], axis=1), np.concatenate([edit_raw, leap_raw], axis=1)
+        leap = cands[:, 4 * k:]
+        leap.fill(P.EMPTY)
+        lv = vals[:, 2:]  # (B, 3, k): subject, style, setting
+        for j, s in enumerate(self.leap_slots):
+            leap[..., s] = lv[:, j]
+        lraw = raw[:, 4 * k:]
+        np.add(weighted[P.BASE, lv[:, 0]], weighted[P.STYLE, lv[:, 1]], out=lraw)
+        lraw += weighted[P.SETTING, lv[:, 2]]
+        return cands, raw
