@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from simulators.errors import PastaError
+
 DEFAULT_AGENTS = "random,random-diverse,lmm,greedy,oracle"
 
 
@@ -87,6 +89,88 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_synthetic_data(args: argparse.Namespace) -> int:
+    """Write planted preference data (pairs, ratings, choices, true types)."""
+    from pasta_env.synthetic_data import SyntheticDataConfig, generate
+
+    cfg = SyntheticDataConfig(num_types=args.k, users=args.users, test_users=args.test_users,
+                              pairs_per_user=args.pairs_per_user, ratings_per_user=args.ratings_per_user,
+                              trajectories_per_user=args.trajectories_per_user, seed=args.seed)
+    summary = generate(args.out, cfg, progress=not args.quiet)
+    for split, counts in summary["splits"].items():
+        print(f"{args.out}/{split}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    print(f"planted model: {args.out}/planted_model.npz (types: {', '.join(summary['type_names'])})")
+    return 0
+
+
+def _torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def cmd_train_user_model(args: argparse.Namespace) -> int:
+    """Train the user model by mini-batch EM and write a checkpoint."""
+    from simulators.atomic import write_json
+    from simulators.em import EMConfig, train_user_model
+    from simulators.preference_data import read_dataset
+
+    _torch_threads(args.threads)
+    data = read_dataset(args.data)
+    print(f"{args.data}: {data.num_users} users, " + ", ".join(f"{v} {k}" for k, v in data.counts().items()))
+    cfg = EMConfig(num_types=args.k, hidden=args.hidden, aggregation=args.aggregation, epochs=args.epochs,
+                   users_per_batch=args.users_per_batch, lr=args.lr, num_inits=args.inits,
+                   pair_weight=args.weights[0], rating_weight=args.weights[1], choice_weight=args.weights[2],
+                   seed=args.seed, device=args.device)
+    state = None if args.no_resume else f"{args.out}.state"
+    model, history = train_user_model(data, cfg, progress=not args.quiet, checkpoint=state)
+    model.save(args.out)
+    ll = [h["log_likelihood_per_record"] for h in history]
+    print(f"log-likelihood per record: {ll[0]:.4f} -> {ll[-1]:.4f} in {model.info['train_seconds']} s")
+    print("types: " + ", ".join(f"{n} ({p:.2f})" for n, p in zip(model.type_names, model.prior)))
+    print(f"wrote {args.out}")
+    if args.json:
+        write_json(args.json, {"history": history, "info": model.info})
+    return 0
+
+
+def cmd_eval_user_model(args: argparse.Namespace) -> int:
+    """Evaluate a user model on held-out users' records."""
+    from simulators.atomic import write_json
+    from simulators.preference_data import read_dataset
+    from simulators.user_model import load_user_model
+    from simulators.user_model_eval import evaluate_user_model
+
+    model = load_user_model(args.model)
+    data = read_dataset(args.data)
+    metrics = evaluate_user_model(model, data, context_fraction=args.context_fraction, seed=args.seed)
+    for key, value in metrics.items():
+        print(f"{key:>22s}: {value:.4f}" if isinstance(value, float) else f"{key:>22s}: {value}")
+    if args.json:
+        write_json(args.json, {"model": str(args.model), "data": str(args.data), "metrics": metrics})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_user_model_sweep(args: argparse.Namespace) -> int:
+    """Accuracy and held-out log-likelihood against K (markdown, JSON, plot)."""
+    from benchmarks import user_model_sweep
+
+    _torch_threads(args.threads)
+    argv = ["--k", args.k, "--data", args.data, "--test", args.test, "--out", args.out]
+    argv += ["--planted", args.planted] if args.planted else []
+    argv += ["--epochs", str(args.epochs)] if args.epochs else []
+    user_model_sweep.main(argv + (["--quiet"] if args.quiet else []))
+    return 0
+
+
+def _weights(text: str) -> tuple[float, float, float]:
+    parts = [float(x) for x in text.split(",")]
+    if len(parts) != 3 or min(parts) < 0:
+        raise argparse.ArgumentTypeError("--weights takes three non-negative numbers: pairs,ratings,choices")
+    return parts[0], parts[1], parts[2]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pasta``."""
     parser = argparse.ArgumentParser(prog="pasta", description=__doc__.splitlines()[0])
@@ -115,6 +199,57 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=20000)
     bench.add_argument("--json", default="results/throughput.json")
     bench.set_defaults(func=cmd_bench)
+
+    mk = sub.add_parser("make-synthetic-data", help=cmd_make_synthetic_data.__doc__)
+    mk.add_argument("--k", type=int, default=8, help="types of the planted model (default 8)")
+    mk.add_argument("--users", type=int, default=2000, help="training users (default 2000)")
+    mk.add_argument("--test-users", type=int, default=500, help="held-out users (default 500)")
+    mk.add_argument("--pairs-per-user", type=int, default=20)
+    mk.add_argument("--ratings-per-user", type=int, default=10)
+    mk.add_argument("--trajectories-per-user", type=int, default=4, help="episodes of 5 choices")
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--out", required=True, help="folder; train/ and test/ are written in it")
+    mk.add_argument("--quiet", action="store_true")
+    mk.set_defaults(func=cmd_make_synthetic_data)
+
+    tr = sub.add_parser("train-user-model", help=cmd_train_user_model.__doc__)
+    tr.add_argument("--data", required=True, help="dataset folder (pairs/ratings/choices .jsonl)")
+    tr.add_argument("--k", type=int, default=8, help="number of user types (default 8)")
+    tr.add_argument("--out", required=True, help="checkpoint to write (.npz format)")
+    tr.add_argument("--epochs", type=int, default=20)
+    tr.add_argument("--hidden", type=int, default=32, help="hidden units of the shared trunk")
+    tr.add_argument("--aggregation", default="mean", choices=("mean", "max", "softmax"))
+    tr.add_argument("--users-per-batch", type=int, default=16)
+    tr.add_argument("--lr", type=float, default=3e-2)
+    tr.add_argument("--inits", type=int, default=3, help="random initialisations tried")
+    tr.add_argument("--weights", type=_weights, default=(1.0, 1.0, 1.0), help="loss weights pairs,ratings,choices")
+    tr.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    tr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--no-resume", action="store_true", help="ignore and overwrite OUT.state")
+    tr.add_argument("--json", default=None, help="write the training history here")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train_user_model)
+
+    ev2 = sub.add_parser("eval-user-model", help=cmd_eval_user_model.__doc__)
+    ev2.add_argument("model", help="a user-model checkpoint")
+    ev2.add_argument("--data", required=True, help="held-out users' dataset folder")
+    ev2.add_argument("--context-fraction", type=float, default=0.5,
+                     help="share of each user's records used to infer their type (default 0.5)")
+    ev2.add_argument("--seed", type=int, default=0)
+    ev2.add_argument("--json", default=None)
+    ev2.set_defaults(func=cmd_eval_user_model)
+
+    sw = sub.add_parser("user-model-sweep", help=cmd_user_model_sweep.__doc__)
+    sw.add_argument("--k", default="1,2,4,8,16,32")
+    sw.add_argument("--data", required=True, help="training dataset folder")
+    sw.add_argument("--test", required=True, help="held-out users' dataset folder")
+    sw.add_argument("--planted", default=None, help="planted model checkpoint, listed as reference")
+    sw.add_argument("--epochs", type=int, default=None)
+    sw.add_argument("--threads", type=int, default=1)
+    sw.add_argument("--out", default="results/user_model_sweep")
+    sw.add_argument("--quiet", action="store_true")
+    sw.set_defaults(func=cmd_user_model_sweep)
     return parser
 
 
@@ -124,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     _threads()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, PastaError) as exc:
         print(f"pasta {args.command}: {exc}", file=sys.stderr)
         return 2
 

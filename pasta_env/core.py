@@ -112,13 +112,19 @@ class BatchCore:
         """One episode of uniforms per user, from each user's generator."""
         return np.stack([rng.random(self.layout.size, dtype=np.float32) for rng in rngs])
 
-    def reset(self, uniforms: np.ndarray) -> None:
-        """Start new episodes for all users from their episode uniforms ``(B, n)``."""
+    def reset(self, uniforms: np.ndarray, types: np.ndarray | None = None) -> None:
+        """Start new episodes for all users.
+
+        Args:
+            uniforms: ``(B, n)`` episode uniforms.
+            types: Optional ``(B,)`` user types to use instead of drawing them
+                (the draw's uniform is consumed either way).
+        """
         world = self.world
         self.u[:] = uniforms
         u = self.u
-        types = np.searchsorted(self.prior_cdf, u[:, 0], side="right")
-        self.types[:] = np.minimum(types, len(self.prior_cdf) - 1)
+        drawn = np.minimum(np.searchsorted(self.prior_cdf, u[:, 0], side="right"), len(self.prior_cdf) - 1)
+        self.types[:] = drawn if types is None else types
         n_prompts = len(world.initial_prompts)
         self.prompt_index[:] = np.minimum((u[:, 1] * n_prompts).astype(np.int64), n_prompts - 1)
         self.cur[:] = world.initial_prompts[self.prompt_index]
@@ -199,6 +205,21 @@ class BatchCore:
             "history_slate_prompts": self.hist_slate_prompts.copy(),
             "history_slate_images": self.hist_slate_images.copy(),
         }
+
+
+def forced_types(options: dict | None, batch: int, num_types: int) -> np.ndarray | None:
+    """The ``user_type`` reset option as a ``(batch,)`` array, checked; ``None`` if absent."""
+    if not options or options.get("user_type") is None:
+        return None
+    types = np.asarray(options["user_type"])
+    if types.dtype.kind not in "iu":
+        raise ValueError(f"options['user_type'] must be integers 0..{num_types - 1}, got dtype {types.dtype}")
+    types = np.broadcast_to(types, (batch,)) if types.ndim == 0 else types
+    if types.shape != (batch,):
+        raise ValueError(f"options['user_type'] must be one type or {batch} types, got shape {types.shape}")
+    if types.min() < 0 or types.max() >= num_types:
+        raise ValueError(f"options['user_type'] must be in 0..{num_types - 1}, got {types.tolist()}")
+    return types.astype(np.int64)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

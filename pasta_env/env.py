@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from pasta_env.config import EnvConfig
-from pasta_env.core import BatchCore
+from pasta_env.core import BatchCore, forced_types
 from pasta_env.render import render_turn
 from pasta_env.spaces import action_space, observation_space, validate_actions
 from pasta_env.text import LazyTexts
@@ -77,7 +77,9 @@ class PastaT2IEnv(gym.Env):
     ``reset(seed=s)`` draws the user type from the user model's prior, an
     initial prompt uniformly from the prompt pool, and the first candidates.
     The seed fixes the whole episode given the actions: types, prompts,
-    candidates, images and choices.
+    candidates, images and choices. ``reset(options={"user_type": k})``
+    plays a user of type ``k`` instead (for data generation and analysis);
+    everything else is drawn as without the option.
 
     ## Episode End
 
@@ -148,7 +150,8 @@ class PastaT2IEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         core = self._core
-        core.reset(core.draw_uniforms([self.np_random]))
+        types = forced_types(options, 1, self.world.user_model.num_types)
+        core.reset(core.draw_uniforms([self.np_random]), types)
         self._started = True
         return self._obs(), self._info(stepped=False)
 

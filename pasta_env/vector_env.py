@@ -11,7 +11,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 
 from pasta_env.config import EnvConfig
-from pasta_env.core import BatchCore
+from pasta_env.core import BatchCore, forced_types
 from pasta_env.env import EpisodeEndedError, build_world
 from pasta_env.render import render_turn
 from pasta_env.spaces import action_space, observation_space, validate_actions
@@ -81,7 +81,8 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
         Args:
             seed: ``None``; an int ``s`` (sub-env ``i`` gets ``s + i``); or one
                 seed (or ``None``) per sub-environment.
-            options: Unused.
+            options: ``{"user_type": k}`` (one type, or one per sub-environment)
+                plays users of those types; other keys are ignored.
         """
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
@@ -96,11 +97,11 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
         else:
             self._rngs = [seeding.np_random(s)[0] if s is not None else rng
                           for s, rng in zip(seeds, self._rngs)]
-        self._restart()
+        self._restart(forced_types(options, self.num_envs, self.world.user_model.num_types))
         return self._core.observation(), self._info(stepped=False)
 
-    def _restart(self) -> None:
-        self._core.reset(self._core.draw_uniforms(self._rngs))
+    def _restart(self, types=None) -> None:
+        self._core.reset(self._core.draw_uniforms(self._rngs), types)
         self._needs_reset = False
         self._started = True
 

@@ -12,6 +12,7 @@ import csv
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from simulators.candidates import SyntheticCandidateGenerator
 from simulators.encoders import PhraseTable, StaticTextEncoder
 from simulators.errors import AssetError
 from simulators.t2i import ImageModelConfig, SyntheticImageModel
-from simulators.user_model import TasteUserModel, UserModel
+from simulators.user_model import TasteUserModel, UserModel, load_user_model
 
 PromptsArg = str | os.PathLike | Sequence[str] | None
 
@@ -148,12 +149,45 @@ def _default_initial_prompts(vocab: P.Vocabulary, seed: int) -> np.ndarray:
     return ids
 
 
-def default_user_model(table: PhraseTable | None = None) -> TasteUserModel:
-    """The synthetic world's hand-set user model: eight tastes, uniform prior."""
-    table = table or PhraseTable.load()
-    k = len(table.taste_names)
-    return TasteUserModel(prior=np.full(k, 1.0 / k), temperature=1.0, aggregation="mean",
-                          type_names=table.taste_names, tastes=table.tastes)
+def planted_user_model(num_types: int = 8, seed: int = 0) -> TasteUserModel:
+    """The hand-set taste model that plants the synthetic world's preferences.
+
+    Eight types with the eight taste descriptions (animals, landscapes, food,
+    portraits, abstract, vintage, anime, photoreal), uniform prior. With
+    fewer types the first ``num_types`` tastes are used; with more, each
+    extra type is a random blend of two tastes (seeded).
+    """
+    if num_types < 1:
+        raise ValueError(f"num_types must be >= 1, got {num_types}")
+    table = PhraseTable.load()
+    tastes, names = list(table.tastes[:num_types]), list(table.taste_names[:num_types])
+    rng = np.random.default_rng(seed)
+    while len(tastes) < num_types:
+        i, j = rng.choice(len(table.tastes), 2, replace=False)
+        w = rng.uniform(0.3, 0.7)
+        mix = w * table.tastes[i] + (1 - w) * table.tastes[j]
+        tastes.append(mix / np.linalg.norm(mix))
+        names.append(f"{table.taste_names[i]}+{table.taste_names[j]}")
+    return TasteUserModel(prior=np.full(num_types, 1.0 / num_types), temperature=1.0, aggregation="mean",
+                          type_names=tuple(names), tastes=np.stack(tastes))
+
+
+#: How the shipped checkpoint was made (rerun it to reproduce the file).
+DEFAULT_USER_MODEL_COMMAND = (
+    "pasta make-synthetic-data --k 8 --users 2000 --test-users 500 --seed 0 --out data/planted && "
+    "pasta train-user-model --data data/planted/train --k 8 --seed 0 --out simulators/assets/user_model.npz"
+)
+
+
+def default_user_model() -> UserModel:
+    """The synthetic world's user model: the EM-trained checkpoint shipped with the package.
+
+    Eight types learned by mini-batch EM from synthetic preference data of
+    :func:`planted_user_model`; reproduced by ``DEFAULT_USER_MODEL_COMMAND``.
+    """
+    path = resources.files("simulators").joinpath("assets", "user_model.npz")
+    with resources.as_file(path) as local:
+        return load_user_model(local, dim=PhraseTable.load().dim)
 
 
 def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | None = None,
@@ -164,8 +198,8 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | Non
     Args:
         prompts: Initial prompts (strings or a file); ``None`` uses the
             built-in pool of 192 prompts composed from the vocabulary.
-        user_model: Replaces the default user model; its embedding dimension
-            must match the world's (64).
+        user_model: Replaces the default user model (the shipped EM-trained
+            checkpoint); its embedding dimension must match the world's (64).
         image_config: Noise and prompt adherence of the image stand-in.
         candidates_per_category: Candidates per category (1 to 5).
         seed: Seed of the world's fixed tables (not of episodes).
@@ -184,7 +218,7 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | Non
                               StaticTextEncoder.load().encode(texts))
         initial = P.empty_prompts((len(texts),))
         initial[:, P.BASE] = np.arange(len(texts)) + space.num_phrases
-    users = user_model or default_user_model(table)
+    users = user_model or default_user_model()
     if users.dim != space.dim:
         raise ValueError(f"the user model takes {users.dim}-d embeddings but the synthetic world's "
                          f"are {space.dim}-d; train or load a model for this world")

@@ -45,18 +45,6 @@ HELD_OUT_TEXTS = (
 )
 
 
-def random_prompts(vocab: P.Vocabulary, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` random structured prompts: a subject, other slots filled at random."""
-    ids = P.empty_prompts((n,))
-    fill = {P.SETTING: 0.5, P.STYLE: 0.5, P.LIGHTING: 0.3, P.MOOD: 0.3, P.PALETTE: 0.3,
-            P.COMPOSITION: 0.3, P.DETAIL_A: 0.3, P.DETAIL_B: 0.15, P.FRAMING: 0.15}
-    ids[:, P.BASE] = rng.integers(*vocab.slot_range(P.BASE), size=n)
-    for slot, prob in fill.items():
-        on = rng.random(n) < prob
-        ids[on, slot] = rng.integers(*vocab.slot_range(slot), size=int(on.sum()))
-    return ids
-
-
 def _write_npz(path: Path, **arrays) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(fd)
@@ -102,7 +90,7 @@ def build(corpus_size: int = 6000, seed: int = 0) -> dict:
     model = SentenceTransformer(str(get_model_path()), device="cpu")
     vocab = P.Vocabulary.default()
     rng = np.random.default_rng(seed)
-    corpus_ids = random_prompts(vocab, corpus_size, rng)
+    corpus_ids = P.random_prompts(vocab, corpus_size, rng)
     corpus = [P.render(row, vocab.phrases) for row in corpus_ids]
     taste_texts = [t for texts in V.TASTES.values() for t in texts]
 

@@ -105,6 +105,18 @@ def render(ids: np.ndarray, texts: Sequence[str]) -> str:
     return ", ".join([head, *rest]) if head else ", ".join(rest)
 
 
+def random_prompts(vocab: Vocabulary, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` random structured prompts: a subject, other slots filled at random."""
+    ids = empty_prompts((n,))
+    fill = {SETTING: 0.5, STYLE: 0.5, LIGHTING: 0.3, MOOD: 0.3, PALETTE: 0.3,
+            COMPOSITION: 0.3, DETAIL_A: 0.3, DETAIL_B: 0.15, FRAMING: 0.15}
+    ids[:, BASE] = rng.integers(*vocab.slot_range(BASE), size=n)
+    for slot, prob in fill.items():
+        on = rng.random(n) < prob
+        ids[on, slot] = rng.integers(*vocab.slot_range(slot), size=int(on.sum()))
+    return ids
+
+
 def empty_prompts(shape: tuple[int, ...]) -> np.ndarray:
     """An all-empty batch of prompts of the given leading shape."""
     return np.full((*shape, NUM_SLOTS), EMPTY, dtype=np.int32)

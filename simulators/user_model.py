@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from simulators.atomic import atomic_path
 from simulators.errors import AssetError, ShapeError, check_shape
 
 AGGREGATIONS = ("mean", "max", "softmax")
@@ -212,10 +212,9 @@ class TasteUserModel(UserModel):
         path = Path(path)
         meta = {"kind": "taste", "temperature": self.temperature, "aggregation": self.aggregation,
                 "scale": self.scale, "alignment": self.alignment, "type_names": list(self.type_names)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        os.close(fd)
-        np.savez(tmp, prior=self.prior, tastes=self.tastes, bias=self.bias, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, prior=self.prior, tastes=self.tastes, bias=self.bias,
+                     meta=np.array(json.dumps(meta)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TasteUserModel:
@@ -231,3 +230,29 @@ class TasteUserModel(UserModel):
                            bias=data["bias"])
         except (OSError, KeyError, ValueError) as exc:
             raise AssetError(f"{path}: cannot read a user model ({exc}); write one with .save()") from exc
+
+
+def load_user_model(path: str | os.PathLike, dim: int | None = None) -> UserModel:
+    """Load any user-model checkpoint: an EM-trained model or a hand-set taste model.
+
+    Args:
+        path: The checkpoint.
+        dim: If given, the embedding dimension the caller needs.
+
+    Raises:
+        AssetError: Missing, unreadable or incompatible checkpoint; the message says which.
+    """
+    from simulators.neural_user_model import TrunkHeadsUserModel
+
+    path = Path(path)
+    if not path.is_file():
+        raise AssetError(f"user-model checkpoint {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            is_taste = "meta" in data.files
+    except (OSError, ValueError) as exc:
+        raise AssetError(f"{path}: not a user-model checkpoint (cannot read it as .npz: {exc})") from exc
+    model = TasteUserModel.load(path) if is_taste else TrunkHeadsUserModel.load(path, dim)
+    if dim is not None and model.dim != dim:
+        raise AssetError(f"{path}: the model takes {model.dim}-d embeddings, not {dim}-d")
+    return model

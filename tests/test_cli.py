@@ -40,3 +40,35 @@ def test_bench_writes_json(tmp_path, capsys):
     payload = json.loads(out.read_text())
     assert {r["num_envs"] for r in payload["rows"]} == {1, 64, 1024}
     assert payload["observation_bytes"]["total"] > 0
+
+
+def test_user_model_pipeline(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("torch")
+    data = tmp_path / "planted"
+    assert main(["make-synthetic-data", "--k", "2", "--users", "40", "--test-users", "20",
+                 "--pairs-per-user", "6", "--ratings-per-user", "3", "--trajectories-per-user", "1",
+                 "--out", str(data), "--quiet"]) == 0
+    model = tmp_path / "m.npz"
+    assert main(["train-user-model", "--data", str(data / "train"), "--k", "2", "--epochs", "3",
+                 "--inits", "1", "--out", str(model), "--quiet", "--json", str(tmp_path / "h.json")]) == 0
+    assert model.is_file() and not (tmp_path / "m.npz.state").exists()
+    assert main(["eval-user-model", str(model), "--data", str(data / "test"),
+                 "--json", str(tmp_path / "e.json")]) == 0
+    metrics = json.loads((tmp_path / "e.json").read_text())["metrics"]
+    assert {"pairwise_accuracy", "rating_spearman", "choice_accuracy", "loglik_per_record",
+            "adjusted_rand_index"} <= set(metrics)
+    out = tmp_path / "sweep"
+    assert main(["user-model-sweep", "--k", "1,2", "--epochs", "2", "--data", str(data / "train"),
+                 "--test", str(data / "test"), "--planted", str(data / "planted_model.npz"),
+                 "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [r["k"] for r in rows] == ["planted", 1, 2]
+    assert (out / "sweep.png").stat().st_size > 1000 and "| k |" in (out / "sweep.md").read_text()
+    capsys.readouterr()
+
+
+def test_train_user_model_bad_data(tmp_path, capsys):
+    assert main(["train-user-model", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "m.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err

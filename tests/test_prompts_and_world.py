@@ -42,9 +42,8 @@ def test_free_text_prompts_expand_sensibly():
         else:
             assert FREE[0] not in text, (cat, text)
     # The free text's embedding carries its meaning: the cat prompt is closest to the animal taste.
-    world = env.unwrapped.world
-    tastes = world.user_model.tastes
-    names = world.user_model.type_names
+    table = PhraseTable.load()
+    tastes, names = table.tastes, table.taste_names
     cat_prompt = StaticTextEncoder.load().encode(["a fluffy kitten sleeping"])[0]
     assert names[int(np.argmax(tastes @ cat_prompt))] == "animals"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pasta_env.worlds import default_user_model
+from pasta_env.worlds import default_user_model, planted_user_model
 from simulators.errors import AssetError, ShapeError
 from simulators.user_model import TasteUserModel, aggregate, choice_probabilities
 
 
 def test_scores_shapes_are_checked():
-    model = default_user_model()
+    model = planted_user_model()
     p = np.zeros((3, 64), np.float32)
     i = np.zeros((3, 4, 64), np.float32)
     assert model.scores(p, i).shape == (3, 4, 8)
@@ -21,7 +21,7 @@ def test_scores_shapes_are_checked():
 
 
 def test_type_scores_agree_with_all_type_scores():
-    model = default_user_model()
+    model = planted_user_model()
     rng = np.random.default_rng(0)
     p = rng.standard_normal((5, 4, 64)).astype(np.float32)
     i = rng.standard_normal((5, 4, 3, 64)).astype(np.float32)
@@ -43,7 +43,7 @@ def test_aggregations_and_choice():
 
 
 def test_save_load_round_trip(tmp_path):
-    model = default_user_model()
+    model = planted_user_model()
     path = tmp_path / "users.npz"
     model.save(path)
     back = TasteUserModel.load(path)
@@ -63,3 +63,12 @@ def test_invalid_prior_and_tastes():
         TasteUserModel(prior=np.array([0.5, 0.6]), temperature=1.0, tastes=np.zeros((2, 4)))
     with pytest.raises(ShapeError, match=r"tastes: expected shape \(2, d\)"):
         TasteUserModel(prior=np.array([0.5, 0.5]), temperature=1.0, tastes=np.zeros((3, 4)))
+
+
+def test_default_world_uses_the_em_trained_checkpoint():
+    from simulators.neural_user_model import TrunkHeadsUserModel
+
+    model = default_user_model()
+    assert isinstance(model, TrunkHeadsUserModel) and model.dim == 64
+    assert sorted(model.type_names) == sorted(planted_user_model().type_names)
+    assert model.info["train_records"] == {"pairs": 40000, "ratings": 20000, "choices": 40000}

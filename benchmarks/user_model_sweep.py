@@ -1,0 +1,120 @@
+"""Accuracy of the EM-trained user model against the number of types K.
+
+Usage::
+
+    python -m benchmarks.user_model_sweep --k 1,2,4,8,16,32 --data DIR/train --test DIR/test \\
+        --out results/user_model_sweep
+
+Trains one model per K on ``--data`` and evaluates each on the held-out users
+of ``--test`` (see :mod:`simulators.user_model_eval`); writes ``sweep.md``,
+``sweep.json`` and ``sweep.png`` under ``--out``. PASTA's accuracy-versus-K
+table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from benchmarks.common import machine, table
+from simulators.atomic import atomic_path, write_json
+
+COLUMNS = ["k", "pairwise_accuracy", "rating_spearman", "choice_accuracy", "loglik_per_record",
+           "adjusted_rand_index", "train_seconds"]
+
+
+def sweep(ks, train_dir, test_dir, base_config=None, progress=True, reference=None) -> list[dict]:
+    """Train and evaluate one model per K; return one row per K."""
+    from dataclasses import replace
+
+    from simulators.em import EMConfig, train_user_model
+    from simulators.preference_data import read_dataset
+    from simulators.user_model_eval import evaluate_user_model
+
+    train, test = read_dataset(train_dir), read_dataset(test_dir)
+    base = base_config or EMConfig()
+    rows = []
+    if reference is not None:
+        rows.append({"k": "planted", **_round(evaluate_user_model(reference, test))})
+    for k in ks:
+        t0 = time.perf_counter()
+        model, _ = train_user_model(train, replace(base, num_types=k), progress=progress)
+        metrics = evaluate_user_model(model, test)
+        rows.append({"k": k, **_round(metrics), "train_seconds": round(time.perf_counter() - t0, 1)})
+        if progress:
+            print(table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
+    return rows
+
+
+def _round(metrics: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def plot(rows: list[dict], path) -> None:
+    """Held-out log-likelihood and accuracies against K."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows_k = [r for r in rows if r["k"] != "planted"]
+    ks = [r["k"] for r in rows_k]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(ks, [r["loglik_per_record"] for r in rows_k], marker="o")
+    a.set_xscale("log", base=2)
+    a.set_xlabel("number of user types K")
+    a.set_ylabel("held-out log-likelihood per record")
+    for name in ("pairwise_accuracy", "choice_accuracy", "rating_spearman"):
+        if name in rows_k[0]:
+            b.plot(ks, [r[name] for r in rows_k], marker="o", label=name.replace("_", " "))
+    b.set_xscale("log", base=2)
+    b.set_xlabel("number of user types K")
+    b.legend(fontsize="small")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(ks, [str(k) for k in ks])
+    planted = [r for r in rows if r["k"] == "planted"]
+    if planted:
+        a.axhline(planted[0]["loglik_per_record"], color="grey", ls="--", label="planted model")
+        a.legend(fontsize="small")
+    fig.suptitle("EM user model on held-out users")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def main(argv=None) -> list[dict]:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", default="1,2,4,8,16,32", help="comma-separated numbers of types")
+    parser.add_argument("--data", required=True, help="training dataset folder")
+    parser.add_argument("--test", required=True, help="held-out users' dataset folder")
+    parser.add_argument("--planted", default=None, help="a planted model checkpoint to list as reference")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--out", default="results/user_model_sweep")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    from dataclasses import replace
+
+    from simulators.em import EMConfig
+    from simulators.user_model import load_user_model
+
+    ks = [int(k) for k in args.k.split(",") if k.strip()]
+    base = EMConfig() if args.epochs is None else replace(EMConfig(), epochs=args.epochs)
+    reference = load_user_model(args.planted) if args.planted else None
+    rows = sweep(ks, args.data, args.test, base, progress=not args.quiet, reference=reference)
+    out = Path(args.out)
+    md = table(rows, COLUMNS)
+    print(md)
+    with atomic_path(out / "sweep.md") as tmp, open(tmp, "w") as fh:
+        fh.write(md + "\n")
+    write_json(out / "sweep.json", {"benchmark": "user_model_sweep", "rows": rows, "machine": machine(),
+                                    "args": vars(args)})
+    plot(rows, out / "sweep.png")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Synthetic preference data from a planted user model, in the documented format.
+
+For each user (type drawn from the planted model's prior):
+
+* **pairs**: a random prompt ``p``; image A rendered for ``p``, image B for
+  a random expansion of ``p`` (as if from another text-to-image model). The
+  label is drawn from Bradley-Terry, ``P(A) = sigmoid(s_k(p, A) - s_k(p, B))``;
+  a close call (``|Δ| < tie_margin``) is a tie (0.5) with probability ``tie_prob``.
+* **ratings**: a random prompt and one image; ``rating = s_k(p, I) + N(0, rating_noise^2)``.
+* **choices**: trajectories of ``PastaT2I-v0`` played by that user with
+  random-diverse slates (one candidate per category); each turn is a record.
+
+Writes ``pairs.jsonl``, ``ratings.jsonl``, ``choices.jsonl``,
+``embeddings.npz`` and ``users.jsonl`` (true types) in ``train/`` and, for
+held-out users, ``test/``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from pasta_env.worlds import World, make_world, planted_user_model
+from simulators import prompts as P
+from simulators.atomic import write_json
+from simulators.preference_data import write_dataset
+from simulators.user_model import UserModel
+
+
+@dataclass(frozen=True)
+class SyntheticDataConfig:
+    """What to generate.
+
+    Attributes:
+        num_types: Types of the planted model (8: the eight tastes).
+        users: Training users.
+        test_users: Held-out users (written to ``test/``; 0 for none).
+        pairs_per_user, ratings_per_user: Single-turn records per user.
+        trajectories_per_user: Multi-turn episodes per user (``horizon`` choices each).
+        tie_margin, tie_prob: When a close pair is a tie.
+        rating_noise: Standard deviation of rating noise.
+        seed: Seed of everything.
+    """
+
+    num_types: int = 8
+    users: int = 2000
+    test_users: int = 500
+    pairs_per_user: int = 20
+    ratings_per_user: int = 10
+    trajectories_per_user: int = 4
+    tie_margin: float = 0.25
+    tie_prob: float = 0.3
+    rating_noise: float = 1.0
+    seed: int = 0
+
+
+class _Collector:
+    """Accumulates records, image embeddings and prompt embeddings."""
+
+    def __init__(self, space: P.PromptSpace):
+        self.space = space
+        self.records: dict[str, list[dict]] = {"pairs": [], "ratings": [], "choices": []}
+        self.images: dict[str, np.ndarray] = {}
+        self.prompts: dict[str, np.ndarray] = {}
+
+    def prompt(self, ids: np.ndarray) -> str:
+        text = self.space.text(ids)
+        if text not in self.prompts:
+            self.prompts[text] = self.space.embed(ids)
+        return text
+
+    def image(self, emb: np.ndarray) -> str:
+        key = f"img{len(self.images)}"
+        self.images[key] = emb
+        return key
+
+
+def _single_turn(world: World, users: UserModel, types: np.ndarray, uids: list[str], cfg, rng,
+                 out: _Collector) -> None:
+    vocab, space, gen = world.space.vocab, world.space, world.candidates
+    for kind, per_user in (("pairs", cfg.pairs_per_user), ("ratings", cfg.ratings_per_user)):
+        n = per_user * len(uids)
+        if n == 0:
+            continue
+        owner = np.repeat(np.arange(len(uids)), per_user)
+        prompts = P.random_prompts(vocab, n, rng)
+        emb = space.embed(prompts)
+        img_a = world.images.render(prompts[:, None, :], rng.random((n, 1, 1), np.float32))[:, 0, 0]
+        s_a = users.type_scores(emb[:, None, :], img_a[:, None, None, :], types[owner])[:, 0, 0]
+        if kind == "ratings":
+            ratings = s_a + cfg.rating_noise * rng.standard_normal(n)
+            for i in range(n):
+                out.records["ratings"].append({
+                    "user_id": uids[owner[i]], "prompt": out.prompt(prompts[i]), "image": out.image(img_a[i]),
+                    "rating": round(float(ratings[i]), 4)})
+            continue
+        cands, raw = gen.generate(prompts, space.compose(prompts),
+                                  rng.random((n, gen.uniforms_per_turn), np.float32))
+        pick = rng.integers(0, gen.num_candidates, n)
+        other = cands[np.arange(n), pick]
+        img_b = world.images.render(other[:, None, :], rng.random((n, 1, 1), np.float32))[:, 0, 0]
+        s_b = users.type_scores(emb[:, None, :], img_b[:, None, None, :], types[owner])[:, 0, 0]
+        delta = s_a - s_b
+        label = (rng.random(n) < 1.0 / (1.0 + np.exp(-delta))).astype(float)
+        tie = (np.abs(delta) < cfg.tie_margin) & (rng.random(n) < cfg.tie_prob)
+        label[tie] = 0.5
+        for i in range(n):
+            out.records["pairs"].append({"user_id": uids[owner[i]], "prompt": out.prompt(prompts[i]),
+                                         "image_a": out.image(img_a[i]), "image_b": out.image(img_b[i]),
+                                         "label": float(label[i])})
+
+
+def _choices(world: World, types: np.ndarray, uids: list[str], cfg, rng, out: _Collector) -> None:
+    from agents import make_agent  # the data generator sits above agents
+
+    if cfg.trajectories_per_user == 0:
+        return
+    env = gym.make_vec("PastaT2I-v0", num_envs=len(uids), vectorization_mode="vector_entry_point",
+                       world=world)
+    policy = make_agent("random-diverse", world, env.config, int(rng.integers(2**31)))
+    core = env.core
+    for traj in range(cfg.trajectories_per_user):
+        obs, info = env.reset(seed=int(rng.integers(2**31)), options={"user_type": types})
+        for turn in range(env.config.horizon):
+            obs, _, _, _, info = env.step(policy.act(obs, info))
+            for b, uid in enumerate(uids):
+                out.records["choices"].append({
+                    "user_id": uid, "trajectory_id": f"{uid}/{traj}", "turn": turn,
+                    "prompts": [out.prompt(p) for p in core.slate_prompts[b]],
+                    "images": [[out.image(img) for img in col] for col in core.images[b]],
+                    "chosen": int(core.choice[b])})
+
+
+def generate(out_dir: str | os.PathLike, config: SyntheticDataConfig = SyntheticDataConfig(),
+             progress: bool = True) -> dict:
+    """Write planted synthetic data to ``out_dir/train`` (and ``out_dir/test``).
+
+    Returns:
+        A summary: record counts per split, the planted model's settings.
+    """
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(config.seed)
+    users = planted_user_model(config.num_types, config.seed)
+    world = make_world("synthetic", user_model=users)
+    summary = {"config": asdict(config), "type_names": list(users.type_names), "splits": {}}
+    splits = [("train", config.users), ("test", config.test_users)]
+    bar = tqdm(total=config.users + config.test_users, unit="user", desc="generating", disable=not progress,
+               leave=False)
+    for split, n_users in splits:
+        if n_users == 0:
+            continue
+        out = _Collector(world.space)
+        types_all = rng.choice(users.num_types, size=n_users, p=users.prior)
+        uids_all = [f"{split}-{i:06d}" for i in range(n_users)]
+        for a in range(0, n_users, 512):
+            types, uids = types_all[a:a + 512], uids_all[a:a + 512]
+            _single_turn(world, users, types, uids, config, rng, out)
+            _choices(world, types, uids, config, rng, out)
+            bar.update(len(uids))
+        write_dataset(Path(out_dir) / split, out.records, out.prompts, out.images,
+                      dict(zip(uids_all, types_all.tolist())), users.type_names)
+        summary["splits"][split] = {"users": n_users, **{k: len(v) for k, v in out.records.items()}}
+    bar.close()
+    write_json(Path(out_dir) / "summary.json", summary)
+    users.save(Path(out_dir) / "planted_model.npz")
+    return summary

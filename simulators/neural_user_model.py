@@ -1,0 +1,141 @@
+"""The EM-trained user model in numpy: a shared trunk with one linear head per type.
+
+``s(k, p, I) = head_k(f(p, I))`` with shared features
+``f(p, I) = [I, p * I, relu(W [I, p * I] + b)]``: the image, its elementwise
+agreement with the prompt, and a small learned non-linear part. A linear
+head over ``[I, p * I]`` alone already expresses "likes images near a taste
+direction, and images that follow the prompt"; the hidden units let the
+model learn interactions beyond that.
+
+Training happens in torch (:mod:`simulators.em`); this module evaluates the
+same function in numpy so the environment needs no torch. Checkpoints are
+``.npz`` files (arrays plus a JSON header) read by both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from simulators.atomic import atomic_path
+from simulators.errors import AssetError, ShapeError
+from simulators.user_model import UserModel
+
+FORMAT = "pasta-user-model"
+VERSION = 1
+ARRAYS = ("trunk_w", "trunk_b", "head_w", "head_b", "prior")
+
+
+@dataclass(frozen=True)
+class TrunkHeadsUserModel(UserModel):
+    """Numpy evaluation of the trunk-and-heads user model.
+
+    Attributes:
+        trunk_w: ``(h, 2d)`` hidden layer weights.
+        trunk_b: ``(h,)`` hidden layer bias.
+        head_w: ``(K, 2d + h)`` one linear head per type.
+        head_b: ``(K,)`` head biases.
+        info: Free-form provenance (data, training settings, metrics).
+    """
+
+    trunk_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    trunk_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    head_w: np.ndarray = field(default_factory=lambda: np.zeros((1, 2), np.float32))
+    head_b: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("trunk_w", "trunk_b", "head_w", "head_b"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), np.float32))
+        h, two_d = self.trunk_w.shape
+        K = self.num_types
+        if two_d % 2 or self.trunk_b.shape != (h,) or self.head_w.shape != (K, two_d + h) \
+                or self.head_b.shape != (K,):
+            raise ShapeError(
+                f"inconsistent user-model arrays: trunk_w {self.trunk_w.shape}, trunk_b "
+                f"{self.trunk_b.shape}, head_w {self.head_w.shape}, head_b {self.head_b.shape} "
+                f"for {K} types (expected (h, 2d), (h,), ({K}, 2d + h), ({K},))")
+        object.__setattr__(self, "_head_t", np.ascontiguousarray(self.head_w.T))
+        object.__setattr__(self, "_trunk_t", np.ascontiguousarray(self.trunk_w.T))
+
+    @property
+    def dim(self) -> int:
+        return int(self.trunk_w.shape[1] // 2)
+
+    @property
+    def hidden(self) -> int:
+        """Hidden units of the trunk."""
+        return int(self.trunk_w.shape[0])
+
+    def features(self, prompts: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """``(..., M, 2d + h)`` shared features of images ``(..., M, d)`` for prompts ``(..., d)``."""
+        x = np.concatenate([images, images * prompts[..., None, :]], axis=-1)
+        hid = x @ self._trunk_t
+        hid += self.trunk_b
+        np.maximum(hid, 0.0, out=hid)
+        return np.concatenate([x, hid], axis=-1)
+
+    def _scores(self, prompts, images):
+        return self.features(prompts, images) @ self._head_t + self.head_b
+
+    def type_scores(self, prompts, images, types):
+        f = self.features(prompts, images)
+        w = self.head_w[types].reshape(len(types), *([1] * (f.ndim - 2)), f.shape[-1])
+        return np.einsum("...f,...f->...", f, w) + self.head_b[types].reshape(-1, *([1] * (f.ndim - 2)))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the checkpoint (``.npz`` arrays + JSON header) via a temp file and a rename."""
+        header = {"format": FORMAT, "version": VERSION, "kind": "trunk-heads", "dim": self.dim,
+                  "hidden": self.hidden, "num_types": self.num_types, "temperature": self.temperature,
+                  "aggregation": self.aggregation, "type_names": list(self.type_names), "info": self.info}
+        with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, header=np.array(json.dumps(header)), trunk_w=self.trunk_w, trunk_b=self.trunk_b,
+                     head_w=self.head_w, head_b=self.head_b, prior=self.prior)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, dim: int | None = None) -> TrunkHeadsUserModel:
+        """Read a checkpoint written by :meth:`save`.
+
+        Args:
+            path: The checkpoint.
+            dim: If given, the embedding dimension the caller needs.
+
+        Raises:
+            AssetError: Missing file, not a checkpoint, unknown version, missing
+                arrays, or a dimension other than ``dim``; the message says which.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise AssetError(f"user-model checkpoint {str(path)!r} does not exist; train one with "
+                             "`pasta train-user-model`")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise AssetError(f"{path}: not a user-model checkpoint (cannot read it as .npz: {exc})") from exc
+        if "header" not in arrays:
+            raise AssetError(f"{path}: not a user-model checkpoint (no header)")
+        header = json.loads(str(arrays["header"]))
+        if header.get("format") != FORMAT:
+            raise AssetError(f"{path}: not a user-model checkpoint (format {header.get('format')!r})")
+        if header.get("version") != VERSION:
+            raise AssetError(f"{path}: checkpoint version {header.get('version')} is not supported "
+                             f"(this pasta-t2i reads version {VERSION}); retrain or upgrade")
+        missing = [a for a in ARRAYS if a not in arrays]
+        if missing:
+            raise AssetError(f"{path}: checkpoint lacks arrays {', '.join(missing)}")
+        if dim is not None and header["dim"] != dim:
+            raise AssetError(f"{path}: the model takes {header['dim']}-d embeddings, this world uses "
+                             f"{dim}-d ones; train a model on this world's embeddings")
+        try:
+            return cls(prior=arrays["prior"], temperature=float(header["temperature"]),
+                       aggregation=header["aggregation"], type_names=tuple(header["type_names"]),
+                       trunk_w=arrays["trunk_w"], trunk_b=arrays["trunk_b"], head_w=arrays["head_w"],
+                       head_b=arrays["head_b"], info=header.get("info", {}))
+        except (ShapeError, ValueError) as exc:
+            raise AssetError(f"{path}: corrupt checkpoint ({exc})") from exc
