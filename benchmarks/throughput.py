@@ -5,8 +5,9 @@ Usage::
     python -m benchmarks.throughput [--steps 20000] [--json results/throughput.json]
 
 Measures single-env steps/s (through ``gym.make``, resets included), vector
-env-steps/s at N = 1, 64, 1024 (autoreset steps included), observation bytes
-per step, and the peak resident memory of a process running 1024 envs.
+env-steps/s at N = 1, 64, 1024 on one thread and at N = 1024 with the
+default worker threads (autoreset steps included), observation bytes per
+step, and the peak resident memory of a process running 1024 envs.
 Targets on a 2-core CPU: >= 10,000 steps/s single, >= 100,000 env-steps/s at
 N = 1024.
 """
@@ -24,6 +25,7 @@ import numpy as np
 
 import pasta_env  # noqa: F401
 from benchmarks.common import machine, table, write_json
+from pasta_env.vector_env import default_threads
 
 
 def single_env(steps: int, seed: int = 0) -> float:
@@ -39,9 +41,10 @@ def single_env(steps: int, seed: int = 0) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def vector_env(num_envs: int, steps: int, seed: int = 0) -> float:
+def vector_env(num_envs: int, steps: int, seed: int = 0, num_threads: int | None = None) -> float:
     """Env-steps per second of the native vector env with random slates."""
-    env = gym.make_vec("PastaT2I-v0", num_envs=num_envs, vectorization_mode="vector_entry_point")
+    env = gym.make_vec("PastaT2I-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
+                       num_threads=num_threads)
     env.reset(seed=seed)
     actions = np.random.default_rng(seed).integers(0, 25, (8, num_envs, 4))
     n = max(12, steps // num_envs)
@@ -80,15 +83,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=20000, help="steps per measurement")
     parser.add_argument("--json", default="results/throughput.json", help="where to write the figures")
     args = parser.parse_args(argv)
-    rows = [{"setting": "single env (gym.make)", "num_envs": 1,
+    rows = [{"setting": "single env (gym.make)", "num_envs": 1, "threads": 1,
              "steps_per_s": round(single_env(args.steps)), "target": 10000}]
-    for n in (1, 64, 1024):
-        rows.append({"setting": "vector env", "num_envs": n,
-                     "steps_per_s": round(vector_env(n, args.steps * 5 if n > 1 else args.steps)),
+    for n, threads in ((1, 1), (64, 1), (1024, 1), (1024, None)):
+        env_threads = default_threads(n) if threads is None else threads
+        rows.append({"setting": "vector env", "num_envs": n, "threads": env_threads,
+                     "steps_per_s": round(vector_env(n, args.steps * 5 if n > 1 else args.steps,
+                                                     num_threads=threads)),
                      "target": 100000 if n == 1024 else ""})
     obs = observation_bytes()
     rss = peak_rss_mb()
-    print(table(rows, ["setting", "num_envs", "steps_per_s", "target"]))
+    print(table(rows, ["setting", "num_envs", "threads", "steps_per_s", "target"]))
     print(f"\nobservation: {obs['total']} bytes per step; peak RSS of a 1024-env run: {rss} MiB")
     payload = {"benchmark": "throughput", "command": "python -m benchmarks.throughput " + " ".join(
         argv if argv is not None else sys.argv[1:]), "rows": rows, "observation_bytes": obs,

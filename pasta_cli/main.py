@@ -164,6 +164,20 @@ def cmd_user_model_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_preferences(args: argparse.Namespace) -> int:
+    """Convert a public preference dataset (Pick-a-Pic, HPD v2, Simulacra) to the documented format."""
+    from simulators.adapters import ADAPTERS
+
+    kwargs = {"image_embeddings": args.image_embeddings}
+    if args.image_root and args.format != "pick-a-pic":
+        kwargs["image_root"] = args.image_root
+    summary = ADAPTERS[args.format](args.input, args.out, **kwargs)
+    print(f"wrote {args.out}: " + ", ".join(f"{v} {k}" for k, v in summary["written"].items())
+          + f" from {summary['users']} users; skipped: "
+          + (", ".join(f"{v} ({k})" for k, v in summary["skipped"].items()) or "none"))
+    return 0
+
+
 def _weights(text: str) -> tuple[float, float, float]:
     parts = [float(x) for x in text.split(",")]
     if len(parts) != 3 or min(parts) < 0:
@@ -250,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="results/user_model_sweep")
     sw.add_argument("--quiet", action="store_true")
     sw.set_defaults(func=cmd_user_model_sweep)
+
+    imp = sub.add_parser("import-preferences", help=cmd_import_preferences.__doc__)
+    imp.add_argument("--format", required=True, choices=("pick-a-pic", "hpd-v2", "simulacra"))
+    imp.add_argument("--input", required=True, help="the dataset's table, JSON file or sqlite database")
+    imp.add_argument("--image-embeddings", required=True,
+                     help="precomputed image embeddings: .npz with arrays 'keys' (image ids) and 'emb'")
+    imp.add_argument("--image-root", default=None, help="folder the image paths are relative to")
+    imp.add_argument("--out", required=True, help="dataset folder to write")
+    imp.set_defaults(func=cmd_import_preferences)
     return parser
 
 

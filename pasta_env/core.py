@@ -188,23 +188,112 @@ class BatchCore:
         self._propose()  # the final observation shows the chosen prompt's expansions too
         return reward.astype(np.float64)
 
-    def observation(self) -> dict[str, np.ndarray]:
-        """Copies of the observation arrays, batch-first."""
-        B, C = self.B, self.config.num_candidates
-        return {
-            "candidates": self.cand_emb.copy(),
-            "candidate_categories": np.broadcast_to(self.categories, (B, C)).copy(),
-            "action_mask": np.ones((B, C), np.int8),
-            "turn": np.full(B, self.turn, np.int64),
-            "initial_prompt": self.initial_emb.copy(),
-            "current_prompt": self.cur_emb.copy(),
-            "history_prompts": self.hist_prompts.copy(),
-            "history_images": self.hist_images.copy(),
-            "history_choices": self.hist_choices.copy(),
-            "history_mask": self.hist_mask.copy(),
-            "history_slate_prompts": self.hist_slate_prompts.copy(),
-            "history_slate_images": self.hist_slate_images.copy(),
+    def observation(self, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The observation arrays, batch-first: fresh copies, or written into ``out``.
+
+        Args:
+            out: Arrays of the observation's shapes (e.g. row slices of a
+                larger batch) to fill instead of allocating new ones.
+        """
+        src = {
+            "candidates": self.cand_emb,
+            "candidate_categories": self.categories,
+            "action_mask": 1,
+            "turn": self.turn,
+            "initial_prompt": self.initial_emb,
+            "current_prompt": self.cur_emb,
+            "history_prompts": self.hist_prompts,
+            "history_images": self.hist_images,
+            "history_choices": self.hist_choices,
+            "history_mask": self.hist_mask,
+            "history_slate_prompts": self.hist_slate_prompts,
+            "history_slate_images": self.hist_slate_images,
         }
+        if out is None:
+            out = {k: np.empty(shape, dtype) for k, (shape, dtype) in self.observation_layout().items()}
+        for key, value in src.items():
+            out[key][...] = value
+        return out
+
+    def observation_layout(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape and dtype of every observation array of this batch."""
+        cfg, B, d = self.config, self.B, self.world.dim
+        H, L, C = cfg.horizon, cfg.slate_size, cfg.num_candidates
+        f32, i64 = np.dtype(np.float32), np.dtype(np.int64)
+        return {
+            "candidates": ((B, C, d), f32), "candidate_categories": ((B, C), i64),
+            "action_mask": ((B, C), np.dtype(np.int8)), "turn": ((B,), i64),
+            "initial_prompt": ((B, d), f32), "current_prompt": ((B, d), f32),
+            "history_prompts": ((B, H, d), f32), "history_images": ((B, H, d), f32),
+            "history_choices": ((B, H), i64), "history_mask": ((B, H), np.dtype(np.int8)),
+            "history_slate_prompts": ((B, H, L, d), f32), "history_slate_images": ((B, H, L, d), f32),
+        }
+
+
+class ShardedCore:
+    """``B`` users split into contiguous shards, each a :class:`BatchCore`, stepped on threads.
+
+    Every user's computation depends only on its own row, so sharding changes
+    nothing in the trajectories; numpy releases the interpreter lock in its
+    array kernels, so shards run in parallel on several cores. Reading an
+    array attribute (``types``, ``cands``, ``choice``...) returns the shards'
+    rows joined in order.
+
+    Args:
+        world: The simulators.
+        config: MDP sizes and reward.
+        batch_size: Number of users ``B``.
+        num_shards: Number of shards and worker threads.
+    """
+
+    _SCALARS = ("turn", "done", "world", "config", "layout", "categories", "prior_cdf")
+
+    def __init__(self, world: World, config: EnvConfig, batch_size: int, num_shards: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        bounds = np.linspace(0, batch_size, num_shards + 1).astype(int)
+        self.bounds = list(zip(bounds[:-1], bounds[1:]))
+        self.shards = [BatchCore(world, config, b - a) for a, b in self.bounds]
+        self.B = batch_size
+        self._pool = ThreadPoolExecutor(num_shards, thread_name_prefix="pasta-core")
+
+    def __getattr__(self, name):
+        if name in ShardedCore._SCALARS:
+            return getattr(self.shards[0], name)
+        parts = [getattr(s, name) for s in self.shards]
+        if not isinstance(parts[0], np.ndarray):
+            raise AttributeError(name)
+        return np.concatenate(parts)
+
+    def _map(self, fn, *arrays):
+        futures = [self._pool.submit(fn, shard, *[x[a:b] for x in arrays])
+                   for shard, (a, b) in zip(self.shards, self.bounds)]
+        return [f.result() for f in futures]
+
+    def draw_uniforms(self, rngs) -> np.ndarray:
+        return self.shards[0].draw_uniforms(rngs)
+
+    def reset(self, uniforms: np.ndarray, types: np.ndarray | None = None) -> None:
+        if types is None:
+            self._map(BatchCore.reset, uniforms)
+        else:
+            self._map(BatchCore.reset, uniforms, types)
+
+    def step(self, slate: np.ndarray) -> np.ndarray:
+        return np.concatenate(self._map(BatchCore.step, slate))
+
+    def observation(self) -> dict[str, np.ndarray]:
+        layout = self.shards[0].observation_layout()
+        out = {k: np.empty((self.B, *shape[1:]), dtype) for k, (shape, dtype) in layout.items()}
+        futures = [self._pool.submit(shard.observation, {k: v[a:b] for k, v in out.items()})
+                   for shard, (a, b) in zip(self.shards, self.bounds)]
+        for f in futures:
+            f.result()
+        return out
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        self._pool.shutdown(wait=False)
 
 
 def forced_types(options: dict | None, batch: int, num_types: int) -> np.ndarray | None:

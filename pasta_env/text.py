@@ -9,12 +9,11 @@ import numpy as np
 from simulators.prompts import PromptSpace
 
 
-class LazyTexts(Sequence):
-    """A read-only list of prompt texts rendered on access.
+class _Lazy(Sequence):
+    """A read-only sequence over ``prompts`` whose items are made on access.
 
-    Args:
-        space: The prompt space that knows every phrase's text.
-        prompts: ``(n, S)`` structured prompts; the caller must not change them later.
+    The caller must not change ``prompts`` afterwards (the simulation core
+    makes new arrays every turn).
     """
 
     __slots__ = ("_space", "_prompts")
@@ -26,10 +25,22 @@ class LazyTexts(Sequence):
     def __len__(self) -> int:
         return len(self._prompts)
 
+    def _item(self, prompts: np.ndarray):
+        raise NotImplementedError
+
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return [self._space.text(p) for p in self._prompts[i]]
-        return self._space.text(self._prompts[i])
+            return [self._item(p) for p in self._prompts[i]]
+        return self._item(self._prompts[i])
+
+
+class LazyTexts(_Lazy):
+    """The texts of ``(n, S)`` structured prompts, rendered on access."""
+
+    __slots__ = ()
+
+    def _item(self, prompt: np.ndarray) -> str:
+        return self._space.text(prompt)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
@@ -38,22 +49,13 @@ class LazyTexts(Sequence):
         return repr(list(self))
 
 
-class LazyTextBatch(Sequence):
+class LazyTextBatch(_Lazy):
     """Per-environment :class:`LazyTexts` of a vector env: ``batch[i][j]`` is a text."""
 
-    __slots__ = ("_space", "_prompts")
+    __slots__ = ()
 
-    def __init__(self, space: PromptSpace, prompts: np.ndarray):
-        self._space = space
-        self._prompts = prompts
-
-    def __len__(self) -> int:
-        return len(self._prompts)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [LazyTexts(self._space, p) for p in self._prompts[i]]
-        return LazyTexts(self._space, self._prompts[i])
+    def _item(self, prompts: np.ndarray) -> LazyTexts:
+        return LazyTexts(self._space, prompts)
 
     def __repr__(self) -> str:
         return f"LazyTextBatch({len(self)} envs)"

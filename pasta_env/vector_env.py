@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 
 from pasta_env.config import EnvConfig
-from pasta_env.core import BatchCore, forced_types
+from pasta_env.core import BatchCore, ShardedCore, forced_types
 from pasta_env.env import EpisodeEndedError, build_world
 from pasta_env.render import render_turn
 from pasta_env.spaces import action_space, observation_space, validate_actions
@@ -24,6 +25,11 @@ try:  # Gymnasium >= 1.1 declares the autoreset mode in the metadata.
     _NEXT_STEP: Any = AutoresetMode.NEXT_STEP
 except ImportError:  # pragma: no cover - Gymnasium 1.0
     _NEXT_STEP = "NextStep"
+
+
+def default_threads(num_envs: int) -> int:
+    """Worker threads for ``num_envs`` users: one per 256, at most the CPU count and 8."""
+    return max(1, min(num_envs // 256, os.cpu_count() or 1, 8))
 
 
 class PastaT2IVectorEnv(gym.vector.VectorEnv):
@@ -41,6 +47,10 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
     ``choice_probs``, ``utilities``, ``slate``, and (with
     ``expose_user_type=True``) ``user_type``; ``candidate_texts`` and
     ``slate_texts`` render on access (``info["slate_texts"][i][j]``).
+
+    ``num_threads`` splits the users into that many shards stepped on worker
+    threads (the trajectories do not change). The default uses one thread per
+    256 users, at most one per CPU core and at most 8.
     """
 
     metadata = {"render_modes": ["ansi"], "autoreset_mode": _NEXT_STEP}
@@ -49,7 +59,7 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
                  images_per_prompt: int = 4, horizon: int = 5, reward: str = "chosen",
                  world: str | World = "synthetic", prompts: PromptsArg = None,
                  expose_user_type: bool = False, render_mode: str | None = None,
-                 world_kwargs: dict | None = None):
+                 world_kwargs: dict | None = None, num_threads: int | None = None):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -59,7 +69,12 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
                                 expose_user_type)
         self.world = build_world(world, prompts, num_candidates, world_kwargs)
         self.render_mode = render_mode
-        self._core = BatchCore(self.world, self.config, num_envs)
+        threads = default_threads(num_envs) if num_threads is None else num_threads
+        if not isinstance(threads, int) or not 1 <= threads <= num_envs:
+            raise ValueError(f"num_threads must be an integer in 1..num_envs ({num_envs}), got {num_threads!r}")
+        self.num_threads = threads
+        self._core = (BatchCore(self.world, self.config, num_envs) if threads == 1
+                      else ShardedCore(self.world, self.config, num_envs, threads))
         self.single_observation_space = observation_space(
             self.config, self.world.dim, len(self.world.candidates.categories))
         self.single_action_space = action_space(self.config)
@@ -70,9 +85,14 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
         self._started = False
 
     @property
-    def core(self) -> BatchCore:
+    def core(self) -> BatchCore | ShardedCore:
         """The batched simulation state."""
         return self._core
+
+    def close(self, **kwargs) -> None:
+        if isinstance(self._core, ShardedCore):
+            self._core.close()
+        super().close(**kwargs)
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
               options: dict[str, Any] | None = None):

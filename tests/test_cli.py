@@ -72,3 +72,17 @@ def test_user_model_pipeline(tmp_path, capsys):
 def test_train_user_model_bad_data(tmp_path, capsys):
     assert main(["train-user-model", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "m.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_import_preferences(tmp_path, capsys):
+    import numpy as np
+
+    rows = [{"caption": "a cat", "label_0": 1, "label_1": 0, "user_id": 1, "image_0_uid": "a",
+             "image_1_uid": "b", "has_label": True},
+            {"caption": "a dog", "label_0": 1, "label_1": 0, "user_id": 1, "image_0_uid": "a",
+             "image_1_uid": "b", "has_label": False}]
+    (tmp_path / "pick.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    np.savez(tmp_path / "emb.npz", keys=np.array(["a", "b"]), emb=np.ones((2, 64), np.float32))
+    assert main(["import-preferences", "--format", "pick-a-pic", "--input", str(tmp_path / "pick.jsonl"),
+                 "--image-embeddings", str(tmp_path / "emb.npz"), "--out", str(tmp_path / "out")]) == 0
+    assert "1 pairs from 1 users; skipped: 1 (no_label), 0 (same_images)" in capsys.readouterr().out

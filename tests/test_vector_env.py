@@ -84,3 +84,29 @@ def test_vector_seed_list_and_render():
     assert len(texts) == 2 and all("turn 0/5" in t for t in texts)
     with pytest.raises(ValueError, match="got 3 seeds for 2 environments"):
         vec.reset(seed=[1, 2, 3])
+
+
+def test_threaded_shards_give_the_same_trajectories():
+    n = 7
+    rng = np.random.default_rng(1)
+    actions = rng.integers(0, 25, (6, n, 4))
+    results = []
+    for threads in (1, 3):
+        vec = make_vec(n, num_threads=threads, expose_user_type=True)
+        assert vec.num_threads == threads
+        obs, info = vec.reset(seed=3)
+        trace = [(obs, info["user_type"], list(info["candidate_texts"][6]))]
+        for t in range(6):
+            obs, rew, term, _, info = vec.step(actions[t])
+            trace.append((obs, rew, term, info.get("choice"), list(info["candidate_texts"][6])))
+        vec.close()
+        results.append(trace)
+    for a, b in zip(*results):
+        for x, y in zip(a, b):
+            if isinstance(x, dict):
+                for k in x:
+                    np.testing.assert_array_equal(x[k], y[k])
+            else:
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(ValueError, match="num_threads must be an integer in 1..num_envs"):
+        make_vec(2, num_threads=5)

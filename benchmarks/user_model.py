@@ -1,0 +1,80 @@
+"""Does EM recover the planted user types? Accuracy, ARI and training time.
+
+Usage::
+
+    python -m benchmarks.user_model [--data data/planted] [--json results/user_model.json]
+
+Generates planted synthetic data (8 tastes; 2,000 training and 500 held-out
+users; 100,000 training records) unless ``--data`` already holds it, trains
+the EM user model with K = 8 on a single CPU thread, and evaluates it and the
+planted model on the held-out users. Checks the targets: adjusted Rand index
+>= 0.9; pairwise accuracy within 2 points of the planted model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import machine, table
+from simulators.atomic import write_json
+
+COLUMNS = ["model", "pairwise_accuracy", "rating_spearman", "choice_accuracy", "loglik_per_record",
+           "adjusted_rand_index"]
+
+
+def main(argv=None) -> dict:
+    """Run the benchmark; print a table and write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="data/planted", help="planted data folder (made if missing)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--json", default="results/user_model.json")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from pasta_env.synthetic_data import SyntheticDataConfig, generate
+    from simulators.em import EMConfig, train_user_model
+    from simulators.preference_data import read_dataset
+    from simulators.user_model import load_user_model
+    from simulators.user_model_eval import evaluate_user_model
+
+    torch.set_num_threads(1)
+    data = Path(args.data)
+    timings = {}
+    if not (data / "train").is_dir():
+        t0 = time.perf_counter()
+        generate(data, SyntheticDataConfig(), progress=False)
+        timings["generate_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    train, test = read_dataset(data / "train"), read_dataset(data / "test")
+    timings["read_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    model, history = train_user_model(train, EMConfig(num_types=8, epochs=args.epochs), progress=False)
+    timings["train_s"] = round(time.perf_counter() - t0, 1)
+    planted = load_user_model(data / "planted_model.npz")
+    rows = [{"model": "planted", **evaluate_user_model(planted, test)},
+            {"model": "EM K=8", **evaluate_user_model(model, test)}]
+    for r in rows:
+        r.pop("query_records", None)
+        for k, v in r.items():
+            if isinstance(v, float):
+                r[k] = round(v, 4)
+    checks = {
+        "ari_at_least_0.9": rows[1]["adjusted_rand_index"] >= 0.9,
+        "pairwise_within_2_points": rows[1]["pairwise_accuracy"] >= rows[0]["pairwise_accuracy"] - 0.02,
+    }
+    print(table(rows, COLUMNS))
+    print(f"\ntraining records: {len(train)} ({train.counts()}), users: {train.num_users}")
+    print(f"timings (s): {timings}; checks: {checks}")
+    payload = {"benchmark": "user_model", "command": "python -m benchmarks.user_model " + " ".join(
+        argv if argv is not None else sys.argv[1:]), "rows": rows, "timings": timings, "checks": checks,
+        "train_records": len(train), "history": history, "machine": machine()}
+    write_json(args.json, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
