@@ -90,8 +90,9 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
         return self._core
 
     def close(self, **kwargs) -> None:
-        if isinstance(self._core, ShardedCore):
-            self._core.close()
+        core = getattr(self, "_core", None)  # absent when __init__ raised
+        if isinstance(core, ShardedCore):
+            core.close()
         super().close(**kwargs)
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None,

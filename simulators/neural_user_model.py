@@ -60,8 +60,13 @@ class TrunkHeadsUserModel(UserModel):
                 f"inconsistent user-model arrays: trunk_w {self.trunk_w.shape}, trunk_b "
                 f"{self.trunk_b.shape}, head_w {self.head_w.shape}, head_b {self.head_b.shape} "
                 f"for {K} types (expected (h, 2d), (h,), ({K}, 2d + h), ({K},))")
-        object.__setattr__(self, "_head_t", np.ascontiguousarray(self.head_w.T))
-        object.__setattr__(self, "_trunk_t", np.ascontiguousarray(self.trunk_w.T))
+        d = two_d // 2
+        # The weights split by input block, so no call concatenates features:
+        # s_k = <I, a_k> + <p * I, c_k> + <relu(I W_I + (p * I) W_P + b), h_k> + bias_k.
+        parts = {"_w_img": self.trunk_w[:, :d].T, "_w_agree": self.trunk_w[:, d:].T,
+                 "_a": self.head_w[:, :d], "_c": self.head_w[:, d:two_d], "_h": self.head_w[:, two_d:]}
+        for name, value in parts.items():
+            object.__setattr__(self, name, np.ascontiguousarray(value))
 
     @property
     def dim(self) -> int:
@@ -72,21 +77,33 @@ class TrunkHeadsUserModel(UserModel):
         """Hidden units of the trunk."""
         return int(self.trunk_w.shape[0])
 
-    def features(self, prompts: np.ndarray, images: np.ndarray) -> np.ndarray:
-        """``(..., M, 2d + h)`` shared features of images ``(..., M, d)`` for prompts ``(..., d)``."""
-        x = np.concatenate([images, images * prompts[..., None, :]], axis=-1)
-        hid = x @ self._trunk_t
+    def _hidden(self, prompts: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(agree, hidden)``: ``p * I`` and the trunk's hidden units, ``(..., M, d)`` and ``(..., M, h)``."""
+        agree = images * prompts[..., None, :]
+        hid = images @ self._w_img
+        hid += agree @ self._w_agree
         hid += self.trunk_b
         np.maximum(hid, 0.0, out=hid)
-        return np.concatenate([x, hid], axis=-1)
+        return agree, hid
+
+    def features(self, prompts: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """``(..., M, 2d + h)`` shared features ``[I, p * I, hidden]`` of images ``(..., M, d)``."""
+        agree, hid = self._hidden(prompts, images)
+        return np.concatenate([images, agree, hid], axis=-1)
 
     def _scores(self, prompts, images):
-        return self.features(prompts, images) @ self._head_t + self.head_b
+        agree, hid = self._hidden(prompts, images)
+        return images @ self._a.T + agree @ self._c.T + hid @ self._h.T + self.head_b
 
     def type_scores(self, prompts, images, types):
-        f = self.features(prompts, images)
-        w = self.head_w[types].reshape(len(types), *([1] * (f.ndim - 2)), f.shape[-1])
-        return np.einsum("...f,...f->...", f, w) + self.head_b[types].reshape(-1, *([1] * (f.ndim - 2)))
+        agree, hid = self._hidden(prompts, images)
+        lead = (len(types), *([1] * (images.ndim - 3)))
+        # <I, a_k> + <p * I, c_k> = <I, a_k + p * c_k>: one vector per prompt.
+        v = self._a[types].reshape(*lead, -1) + prompts * self._c[types].reshape(*lead, -1)
+        s = np.einsum("...md,...d->...m", images, v)
+        s += np.einsum("...mh,...h->...m", hid, self._h[types].reshape(*lead, -1))
+        s += self.head_b[types].reshape(*lead, 1)
+        return s
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the checkpoint (``.npz`` arrays + JSON header) via a temp file and a rename."""
