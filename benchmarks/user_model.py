@@ -38,8 +38,8 @@ def main(argv=None) -> dict:
     from pasta_env.synthetic_data import SyntheticDataConfig, generate
     from simulators.em import EMConfig, train_user_model
     from simulators.preference_data import read_dataset
-    from simulators.user_model import load_user_model
     from simulators.user_model_eval import evaluate_user_model
+    from simulators.user_model_io import load_user_model
 
     torch.set_num_threads(1)
     data = Path(args.data)

@@ -99,7 +99,7 @@ def main(argv=None) -> list[dict]:
     from dataclasses import replace
 
     from simulators.em import EMConfig
-    from simulators.user_model import load_user_model
+    from simulators.user_model_io import load_user_model
 
     ks = [int(k) for k in args.k.split(",") if k.strip()]
     base = EMConfig() if args.epochs is None else replace(EMConfig(), epochs=args.epochs)

@@ -138,8 +138,8 @@ def cmd_eval_user_model(args: argparse.Namespace) -> int:
     """Evaluate a user model on held-out users' records."""
     from simulators.atomic import write_json
     from simulators.preference_data import read_dataset
-    from simulators.user_model import load_user_model
     from simulators.user_model_eval import evaluate_user_model
+    from simulators.user_model_io import load_user_model
 
     model = load_user_model(args.model)
     data = read_dataset(args.data)

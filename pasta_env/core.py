@@ -108,6 +108,10 @@ class BatchCore:
         """Whether the episodes have reached the horizon."""
         return self.turn >= self.config.horizon
 
+    def locate(self, row: int) -> tuple[BatchCore, int]:
+        """The core holding user ``row`` and the user's row in it."""
+        return self, row
+
     def draw_uniforms(self, rngs) -> np.ndarray:
         """One episode of uniforms per user, from each user's generator."""
         return np.stack([rng.random(self.layout.size, dtype=np.float32) for rng in rngs])
@@ -237,7 +241,8 @@ class ShardedCore:
     nothing in the trajectories; numpy releases the interpreter lock in its
     array kernels, so shards run in parallel on several cores. Reading an
     array attribute (``types``, ``cands``, ``choice``...) returns the shards'
-    rows joined in order.
+    rows joined in order; each read makes a new joined array, so read once and
+    keep the result.
 
     Args:
         world: The simulators.
@@ -269,6 +274,13 @@ class ShardedCore:
         futures = [self._pool.submit(fn, shard, *[x[a:b] for x in arrays])
                    for shard, (a, b) in zip(self.shards, self.bounds)]
         return [f.result() for f in futures]
+
+    def locate(self, row: int) -> tuple[BatchCore, int]:
+        """The shard holding user ``row`` and the user's row in it."""
+        for shard, (a, b) in zip(self.shards, self.bounds):
+            if a <= row < b:
+                return shard, row - a
+        raise IndexError(f"row {row} is out of range 0..{self.B - 1}")
 
     def draw_uniforms(self, rngs) -> np.ndarray:
         return self.shards[0].draw_uniforms(rngs)

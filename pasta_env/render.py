@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from pasta_env.core import BatchCore
+from pasta_env.core import BatchCore, ShardedCore
 
 
-def render_turn(core: BatchCore, row: int = 0) -> str:
+def render_turn(core: BatchCore | ShardedCore, row: int = 0) -> str:
     """Describe the current state of episode ``row`` as text.
 
     Shows the current prompt and, after a step, the slate that was shown
     with each column's category, utility and choice probability, and the
     user's pick.
     """
+    core, row = core.locate(row)
     world, cfg = core.world, core.config
     space, cats = world.space, world.candidates.categories
     lines = [f"turn {core.turn}/{cfg.horizon}  prompt: {space.text(core.cur[row])}"]

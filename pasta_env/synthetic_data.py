@@ -8,7 +8,7 @@ For each user (type drawn from the planted model's prior):
   a close call (``|Δ| < tie_margin``) is a tie (0.5) with probability ``tie_prob``.
 * **ratings**: a random prompt and one image; ``rating = s_k(p, I) + N(0, rating_noise^2)``.
 * **choices**: trajectories of ``PastaT2I-v0`` played by that user with
-  random-diverse slates (one candidate per category); each turn is a record.
+  random slates of one candidate per category; each turn is a record.
 
 Writes ``pairs.jsonl``, ``ratings.jsonl``, ``choices.jsonl``,
 ``embeddings.npz`` and ``users.jsonl`` (true types) in ``train/`` and, for
@@ -75,7 +75,7 @@ class _Collector:
 
     def image(self, emb: np.ndarray) -> str:
         key = f"img{len(self.images)}"
-        self.images[key] = emb
+        self.images[key] = np.array(emb, dtype=np.float16)  # a copy: no view keeps a batch alive
         return key
 
 
@@ -114,25 +114,39 @@ def _single_turn(world: World, users: UserModel, types: np.ndarray, uids: list[s
                                          "label": float(label[i])})
 
 
-def _choices(world: World, types: np.ndarray, uids: list[str], cfg, rng, out: _Collector) -> None:
-    from agents import make_agent  # the data generator sits above agents
+def diverse_slates(categories: np.ndarray, slate_size: int, num_categories: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Random slates with at most one candidate per category: ``(N, L)`` indices.
 
+    Each slate takes ``slate_size`` random categories and a random candidate of each.
+    """
+    n = categories.shape[0]
+    keys = np.where(categories[:, None, :] == np.arange(num_categories)[None, :, None],
+                    rng.random((n, 1, categories.shape[1])), -1.0)
+    best = keys.argmax(axis=2)  # a random candidate per category, (N, num_categories)
+    order = np.argsort(rng.random((n, num_categories)), axis=1)[:, :slate_size]
+    return np.take_along_axis(best, order, axis=1)
+
+
+def _choices(world: World, types: np.ndarray, uids: list[str], cfg, rng, out: _Collector) -> None:
     if cfg.trajectories_per_user == 0:
         return
     env = gym.make_vec("PastaT2I-v0", num_envs=len(uids), vectorization_mode="vector_entry_point",
                        world=world)
-    policy = make_agent("random-diverse", world, env.config, int(rng.integers(2**31)))
-    core = env.core
+    core, n_cat = env.core, len(world.candidates.categories)
     for traj in range(cfg.trajectories_per_user):
         obs, info = env.reset(seed=int(rng.integers(2**31)), options={"user_type": types})
         for turn in range(env.config.horizon):
-            obs, _, _, _, info = env.step(policy.act(obs, info))
+            slates = diverse_slates(obs["candidate_categories"], env.config.slate_size, n_cat, rng)
+            obs, _, _, _, info = env.step(slates)
+            # Read each array once per step: on a sharded core every read joins the shards.
+            shown, images, choice = core.slate_prompts, core.images, core.choice
             for b, uid in enumerate(uids):
                 out.records["choices"].append({
                     "user_id": uid, "trajectory_id": f"{uid}/{traj}", "turn": turn,
-                    "prompts": [out.prompt(p) for p in core.slate_prompts[b]],
-                    "images": [[out.image(img) for img in col] for col in core.images[b]],
-                    "chosen": int(core.choice[b])})
+                    "prompts": [out.prompt(p) for p in shown[b]],
+                    "images": [[out.image(img) for img in col] for col in images[b]],
+                    "chosen": int(choice[b])})
 
 
 def generate(out_dir: str | os.PathLike, config: SyntheticDataConfig = SyntheticDataConfig(),

@@ -22,7 +22,8 @@ from simulators.candidates import SyntheticCandidateGenerator
 from simulators.encoders import PhraseTable, StaticTextEncoder
 from simulators.errors import AssetError
 from simulators.t2i import ImageModelConfig, SyntheticImageModel
-from simulators.user_model import TasteUserModel, UserModel, load_user_model
+from simulators.user_model import TasteUserModel, UserModel
+from simulators.user_model_io import load_user_model
 
 PromptsArg = str | os.PathLike | Sequence[str] | None
 

@@ -231,28 +231,3 @@ class TasteUserModel(UserModel):
         except (OSError, KeyError, ValueError) as exc:
             raise AssetError(f"{path}: cannot read a user model ({exc}); write one with .save()") from exc
 
-
-def load_user_model(path: str | os.PathLike, dim: int | None = None) -> UserModel:
-    """Load any user-model checkpoint: an EM-trained model or a hand-set taste model.
-
-    Args:
-        path: The checkpoint.
-        dim: If given, the embedding dimension the caller needs.
-
-    Raises:
-        AssetError: Missing, unreadable or incompatible checkpoint; the message says which.
-    """
-    from simulators.neural_user_model import TrunkHeadsUserModel
-
-    path = Path(path)
-    if not path.is_file():
-        raise AssetError(f"user-model checkpoint {str(path)!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            is_taste = "meta" in data.files
-    except (OSError, ValueError) as exc:
-        raise AssetError(f"{path}: not a user-model checkpoint (cannot read it as .npz: {exc})") from exc
-    model = TasteUserModel.load(path) if is_taste else TrunkHeadsUserModel.load(path, dim)
-    if dim is not None and model.dim != dim:
-        raise AssetError(f"{path}: the model takes {model.dim}-d embeddings, not {dim}-d")
-    return model

@@ -92,13 +92,14 @@ def test_threaded_shards_give_the_same_trajectories():
     actions = rng.integers(0, 25, (6, n, 4))
     results = []
     for threads in (1, 3):
-        vec = make_vec(n, num_threads=threads, expose_user_type=True)
+        vec = make_vec(n, num_threads=threads, expose_user_type=True, render_mode="ansi")
         assert vec.num_threads == threads
         obs, info = vec.reset(seed=3)
         trace = [(obs, info["user_type"], list(info["candidate_texts"][6]))]
         for t in range(6):
             obs, rew, term, _, info = vec.step(actions[t])
-            trace.append((obs, rew, term, info.get("choice"), list(info["candidate_texts"][6])))
+            trace.append((obs, rew, term, info.get("choice"), list(info["candidate_texts"][6]),
+                          list(vec.render())))
         vec.close()
         results.append(trace)
     for a, b in zip(*results):
