@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import cast
 
 from simulators.errors import PastaError
 
@@ -64,18 +65,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Play one episode with an agent and print every turn."""
     import gymnasium as gym
 
-    import pasta_env  # noqa: F401
     from agents import make_agent
+    from pasta_env import PastaT2IEnv
 
     env = gym.make("PastaT2I-v0", render_mode="ansi", expose_user_type=True, prompts=args.prompts)
-    agent = make_agent(args.agent, env.unwrapped.world, env.unwrapped.config, args.seed)
+    base = cast(PastaT2IEnv, env.unwrapped)
+    agent = make_agent(args.agent, base.world, base.config, args.seed)
     obs, info = env.reset(seed=args.seed)
     print(f"hidden user type: {info['user_type_name']}")
     print(env.render())
     total, done = 0.0, False
     while not done:
         obs, reward, done, _, info = env.step(agent.act(obs, info))
-        total += reward
+        total += float(reward)
         print(env.render())
     print(f"return {total:.3f}")
     return 0

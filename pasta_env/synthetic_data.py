@@ -20,10 +20,11 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
+from pasta_env.vector_env import PastaT2IVectorEnv
 from pasta_env.worlds import World, make_world, planted_user_model
 from simulators import prompts as P
 from simulators.atomic import write_json
@@ -131,8 +132,7 @@ def diverse_slates(categories: np.ndarray, slate_size: int, num_categories: int,
 def _choices(world: World, types: np.ndarray, uids: list[str], cfg, rng, out: _Collector) -> None:
     if cfg.trajectories_per_user == 0:
         return
-    env = gym.make_vec("PastaT2I-v0", num_envs=len(uids), vectorization_mode="vector_entry_point",
-                       world=world)
+    env = PastaT2IVectorEnv(num_envs=len(uids), world=world)
     core, n_cat = env.core, len(world.candidates.categories)
     for traj in range(cfg.trajectories_per_user):
         obs, info = env.reset(seed=int(rng.integers(2**31)), options={"user_type": types})
@@ -161,7 +161,7 @@ def generate(out_dir: str | os.PathLike, config: SyntheticDataConfig = Synthetic
     rng = np.random.default_rng(config.seed)
     users = planted_user_model(config.num_types, config.seed)
     world = make_world("synthetic", user_model=users)
-    summary = {"config": asdict(config), "type_names": list(users.type_names), "splits": {}}
+    summary: dict[str, Any] = {"config": asdict(config), "type_names": list(users.type_names), "splits": {}}
     splits = [("train", config.users), ("test", config.test_users)]
     bar = tqdm(total=config.users + config.test_users, unit="user", desc="generating", disable=not progress,
                leave=False)

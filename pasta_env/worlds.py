@@ -101,6 +101,8 @@ def read_prompts(source: PromptsArg) -> list[str]:
             ``Prompt`` column, or an entry is not a string.
         FileNotFoundError: The path does not exist.
     """
+    if source is None:
+        raise ValueError("prompts is None; give a list of strings or a file")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -186,7 +188,7 @@ def default_user_model() -> UserModel:
     Eight types learned by mini-batch EM from synthetic preference data of
     :func:`planted_user_model`; reproduced by ``DEFAULT_USER_MODEL_COMMAND``.
     """
-    path = resources.files("simulators").joinpath("assets", "user_model.npz")
+    path = resources.files("simulators").joinpath("assets").joinpath("user_model.npz")
     with resources.as_file(path) as local:
         return load_user_model(local, dim=PhraseTable.load().dim)
 

@@ -63,7 +63,8 @@ class _Images:
 
     def resolve(self, batch: int = 256) -> dict[str, np.ndarray]:
         todo = [k for k in self.pending if k not in self.found]
-        if todo and self.encoder is None:
+        encoder = self.encoder
+        if todo and encoder is None:
             k = todo[0]
             raise DataError(f"{self.where[k]}: image {k!r} has no embedding ({len(todo)} images lack one); "
                             "pass image_embeddings= (e.g. precomputed CLIP embeddings) or image_encoder= "
@@ -74,7 +75,7 @@ class _Images:
             if any(p is None for p in payloads):
                 k = keys[[p is None for p in payloads].index(True)]
                 raise DataError(f"{self.where[k]}: image {k!r} has neither an embedding nor image data")
-            emb = np.asarray(self.encoder(payloads), np.float32)
+            emb = np.asarray(encoder(payloads), np.float32)  # type: ignore[misc]  # checked above
             self.found.update(zip(keys, emb))
         return self.found
 
@@ -170,9 +171,12 @@ def convert_pick_a_pic(source, out_dir, image_embeddings=None, image_encoder: En
         ids = []
         for j in (0, 1):
             uid, data = row.get(f"image_{j}_uid"), row.get(f"jpg_{j}")
-            if not uid and data is None:
+            if uid:
+                key = str(uid)
+            elif data is not None:
+                key = "sha1:" + hashlib.sha1(bytes(data)).hexdigest()
+            else:
                 raise DataError(f"{where}: image {j} has neither image_{j}_uid nor jpg_{j}")
-            key = uid or "sha1:" + hashlib.sha1(bytes(data)).hexdigest()
             ids.append(images.add(key, data, where))
         l0 = _number(row["label_0"], "label_0", where)
         l1 = _number(row["label_1"], "label_1", where)
@@ -269,4 +273,6 @@ def convert_simulacra(sqlite_path, out_dir, image_embeddings=None, image_encoder
     return _finish(out_dir, {"ratings": ratings}, images, text_encoder, skipped)
 
 
-ADAPTERS = {"pick-a-pic": convert_pick_a_pic, "hpd-v2": convert_hpd_v2, "simulacra": convert_simulacra}
+ADAPTERS: dict[str, Callable[..., dict]] = {
+    "pick-a-pic": convert_pick_a_pic, "hpd-v2": convert_hpd_v2, "simulacra": convert_simulacra,
+}

@@ -104,6 +104,8 @@ class EMConfig:
 class TorchUserModel(nn.Module):
     """The trunk-and-heads user model in torch (see :mod:`simulators.neural_user_model`)."""
 
+    log_prior: torch.Tensor  # a buffer: log mixing weights
+
     def __init__(self, dim: int, num_types: int, hidden: int = 32, aggregation: str = "mean",
                  temperature: float = 1.0):
         super().__init__()
@@ -240,9 +242,9 @@ class EMTrainer:
         split = {}
         for kind, rec in self.tensors.records.items():
             b = batch_of[rec["user"].cpu().numpy()]
-            order = np.argsort(b, kind="stable")
-            bounds = np.searchsorted(b[order], np.arange(nb + 1))
-            split[kind] = (torch.as_tensor(order, device=self.config.device), bounds)
+            by_batch = np.argsort(b, kind="stable")
+            bounds = np.searchsorted(b[by_batch], np.arange(nb + 1))
+            split[kind] = (torch.as_tensor(by_batch, device=self.config.device), bounds)
         local_t = torch.as_tensor(local, device=self.config.device)
         for i in range(nb):
             recs = {}

@@ -43,7 +43,7 @@ def normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-8) -> np.ndarray:
 
 
 def _asset_path(name: str):
-    return resources.files("simulators").joinpath("assets", name)
+    return resources.files("simulators").joinpath("assets").joinpath(name)
 
 
 def _load_npz(name: str) -> dict[str, np.ndarray]:

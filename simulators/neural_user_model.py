@@ -47,6 +47,12 @@ class TrunkHeadsUserModel(UserModel):
     head_w: np.ndarray = field(default_factory=lambda: np.zeros((1, 2), np.float32))
     head_b: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
     info: dict = field(default_factory=dict)
+    # Weight blocks derived in __post_init__ (see there).
+    _w_img: np.ndarray = field(init=False, repr=False, compare=False, default_factory=lambda: np.zeros(0))
+    _w_agree: np.ndarray = field(init=False, repr=False, compare=False, default_factory=lambda: np.zeros(0))
+    _a: np.ndarray = field(init=False, repr=False, compare=False, default_factory=lambda: np.zeros(0))
+    _c: np.ndarray = field(init=False, repr=False, compare=False, default_factory=lambda: np.zeros(0))
+    _h: np.ndarray = field(init=False, repr=False, compare=False, default_factory=lambda: np.zeros(0))
 
     def __post_init__(self):
         super().__post_init__()

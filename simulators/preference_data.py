@@ -209,7 +209,7 @@ def read_dataset(folder: str | os.PathLike,
 
     slate = None
     for kind, path in files.items():
-        rows = []
+        rows: list[tuple] = []
         if path.is_file():
             for line_no, r in _read_jsonl(path, kind):
                 where = f"{path}:{line_no}"
@@ -256,6 +256,8 @@ def _to_arrays(kind: str, rows: list, slate: tuple[int, int]) -> dict[str, np.nd
     if not rows:
         return _empty(kind, slate)
     cols = list(zip(*rows))
+    names: tuple[str, ...]
+    dtypes: tuple[type, ...]
     if kind == "pairs":
         names, dtypes = ("user", "prompt", "image_a", "image_b", "label"), (np.int64,) * 4 + (np.float32,)
     elif kind == "ratings":

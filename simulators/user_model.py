@@ -172,13 +172,13 @@ class TasteUserModel(UserModel):
         tastes: ``(K, d)`` unit taste vectors.
         scale: Weight of the taste term.
         alignment: Weight of prompt adherence.
-        bias: ``(K,)`` offset per type.
+        bias: ``(K,)`` offset per type (empty: zeros).
     """
 
     tastes: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.float32))
     scale: float = 10.0
     alignment: float = 2.0
-    bias: np.ndarray | None = None
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def __post_init__(self):
         super().__post_init__()
@@ -187,7 +187,7 @@ class TasteUserModel(UserModel):
             raise ShapeError(
                 f"tastes: expected shape ({self.num_types}, d) to match the prior, got {tastes.shape}"
             )
-        bias = np.zeros(self.num_types, np.float32) if self.bias is None else self.bias
+        bias = np.zeros(self.num_types, np.float32) if np.size(self.bias) == 0 else self.bias
         object.__setattr__(self, "tastes", tastes)
         object.__setattr__(self, "bias", np.asarray(bias, dtype=np.float32))
 
