@@ -6,7 +6,8 @@ Usage::
         --out results/user_model_sweep
 
 Trains one model per K on ``--data`` and evaluates each on the held-out users
-of ``--test`` (see :mod:`simulators.user_model_eval`); writes ``sweep.md``,
+of ``--test`` (see :mod:`simulators.user_model_eval`); without ``--test``,
+a seeded 20% of ``--data``'s users are held out. Writes ``sweep.md``,
 ``sweep.json`` and ``sweep.png`` under ``--out``. PASTA's accuracy-versus-K
 table.
 """
@@ -24,15 +25,32 @@ COLUMNS = ["k", "pairwise_accuracy", "rating_spearman", "choice_accuracy", "logl
            "adjusted_rand_index", "train_seconds"]
 
 
-def sweep(ks, train_dir, test_dir, base_config=None, progress=True, reference=None) -> list[dict]:
-    """Train and evaluate one model per K; return one row per K."""
+def held_out_split(data, fraction: float = 0.2, seed: int = 0):
+    """``(train, test)``: a seeded ``fraction`` of the users held out with all their records."""
+    import numpy as np
+
+    test_users = np.random.default_rng(seed).random(data.num_users) < fraction
+    if test_users.all() or not test_users.any():
+        raise ValueError(f"cannot hold out {fraction:.0%} of {data.num_users} users; give --test")
+    return data.subset_users(~test_users), data.subset_users(test_users)
+
+
+def sweep(ks, train_dir, test_dir=None, base_config=None, progress=True, reference=None) -> list[dict]:
+    """Train and evaluate one model per K; return one row per K.
+
+    Args:
+        test_dir: Held-out users; ``None`` holds out 20% of ``train_dir``'s users.
+    """
     from dataclasses import replace
 
     from simulators.em import EMConfig, train_user_model
     from simulators.preference_data import read_dataset
     from simulators.user_model_eval import evaluate_user_model
 
-    train, test = read_dataset(train_dir), read_dataset(test_dir)
+    if test_dir is None:
+        train, test = held_out_split(read_dataset(train_dir))
+    else:
+        train, test = read_dataset(train_dir), read_dataset(test_dir)
     base = base_config or EMConfig()
     rows = []
     if reference is not None:
@@ -90,7 +108,8 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", default="1,2,4,8,16,32", help="comma-separated numbers of types")
     parser.add_argument("--data", required=True, help="training dataset folder")
-    parser.add_argument("--test", required=True, help="held-out users' dataset folder")
+    parser.add_argument("--test", default=None,
+                        help="held-out users' dataset folder (default: hold out 20%% of --data's users)")
     parser.add_argument("--planted", default=None, help="a planted model checkpoint to list as reference")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--out", default="results/user_model_sweep")

@@ -159,7 +159,8 @@ def cmd_user_model_sweep(args: argparse.Namespace) -> int:
     from benchmarks import user_model_sweep
 
     _torch_threads(args.threads)
-    argv = ["--k", args.k, "--data", args.data, "--test", args.test, "--out", args.out]
+    argv = ["--k", args.k, "--data", args.data, "--out", args.out]
+    argv += ["--test", args.test] if args.test else []
     argv += ["--planted", args.planted] if args.planted else []
     argv += ["--epochs", str(args.epochs)] if args.epochs else []
     user_model_sweep.main(argv + (["--quiet"] if args.quiet else []))
@@ -259,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("user-model-sweep", help=cmd_user_model_sweep.__doc__)
     sw.add_argument("--k", default="1,2,4,8,16,32")
     sw.add_argument("--data", required=True, help="training dataset folder")
-    sw.add_argument("--test", required=True, help="held-out users' dataset folder")
+    sw.add_argument("--test", default=None,
+                    help="held-out users' dataset folder (default: hold out 20%% of --data's users)")
     sw.add_argument("--planted", default=None, help="planted model checkpoint, listed as reference")
     sw.add_argument("--epochs", type=int, default=None)
     sw.add_argument("--threads", type=int, default=1)

@@ -65,6 +65,11 @@ def test_user_model_pipeline(tmp_path, capsys):
                  "--out", str(out), "--quiet"]) == 0
     rows = json.loads((out / "sweep.json").read_text())["rows"]
     assert [r["k"] for r in rows] == ["planted", 1, 2]
+    # Without --test, 20% of the training users are held out.
+    assert main(["user-model-sweep", "--k", "2", "--epochs", "1", "--data", str(data / "train"),
+                 "--out", str(tmp_path / "sweep2"), "--quiet"]) == 0
+    held = json.loads((tmp_path / "sweep2" / "sweep.json").read_text())["rows"][0]
+    assert 0 < held["users"] < 40
     assert (out / "sweep.png").stat().st_size > 1000 and "| k |" in (out / "sweep.md").read_text()
     capsys.readouterr()
 
