@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.base import Agent, best_per_category
+from agents.base import Agent
+from pasta_env.spaces import random_diverse_slates
 
 
 class RandomAgent(Agent):
@@ -23,14 +24,8 @@ class RandomDiverseAgent(Agent):
     name = "random-diverse"
 
     def act_batch(self, obs, info):
-        cats = obs["candidate_categories"]
-        n_cat = len(self.world.candidates.categories)
-        keys = self.rng.random(cats.shape)
-        index, _ = best_per_category(keys, cats, n_cat)
-        order = np.argsort(self.rng.random((cats.shape[0], n_cat)), axis=1)
-        picks = np.take_along_axis(index, order, axis=1)
-        return picks[:, : self.config.slate_size] if n_cat >= self.config.slate_size else np.resize(
-            picks, (cats.shape[0], self.config.slate_size))
+        return random_diverse_slates(obs["candidate_categories"], self.config.slate_size,
+                                     len(self.world.candidates.categories), self.rng)
 
 
 class LMMAgent(Agent):
@@ -47,7 +42,6 @@ class LMMAgent(Agent):
 
     def act_batch(self, obs, info):
         cats = obs["candidate_categories"]
-        n, c = cats.shape
         n_cat = len(self.world.candidates.categories)
         first = np.argmax(cats[:, None, :] == np.arange(n_cat)[None, :, None], axis=2)  # (N, n_cat)
         order = np.arange(self.config.slate_size) % n_cat

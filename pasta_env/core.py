@@ -15,6 +15,7 @@ import numpy as np
 
 from pasta_env.config import EnvConfig
 from pasta_env.worlds import World
+from simulators.encoders import normalize
 from simulators.user_model import aggregate
 
 
@@ -133,7 +134,7 @@ class BatchCore:
         self.prompt_index[:] = np.minimum((u[:, 1] * n_prompts).astype(np.int64), n_prompts - 1)
         self.cur[:] = world.initial_prompts[self.prompt_index]
         self.cur_raw[:] = world.space.compose(self.cur)
-        self.initial_emb[:] = _unit(self.cur_raw)
+        self.initial_emb[:] = normalize(self.cur_raw)
         self.cur_emb[:] = self.initial_emb
         for arr in (self.hist_prompts, self.hist_images, self.hist_choices, self.hist_mask,
                     self.hist_slate_prompts, self.hist_slate_images):
@@ -145,7 +146,7 @@ class BatchCore:
         cands, raw = self.world.candidates.generate(
             self.cur, self.cur_raw, self.u[:, self.layout.candidates(self.turn)])
         # Rebound, not copied into: readers may keep the previous turn's arrays.
-        self.cands, self.cand_raw, self.cand_emb = cands, raw, _unit(raw)
+        self.cands, self.cand_raw, self.cand_emb = cands, raw, normalize(raw)
 
     def step(self, slate: np.ndarray) -> np.ndarray:
         """Advance every episode by one turn.
@@ -322,6 +323,3 @@ def forced_types(options: dict | None, batch: int, num_types: int) -> np.ndarray
         raise ValueError(f"options['user_type'] must be in 0..{num_types - 1}, got {types.tolist()}")
     return types.astype(np.int64)
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x * (1.0 / np.sqrt(np.maximum(np.einsum("...d,...d->...", x, x), 1e-16)))[..., None]

@@ -42,6 +42,31 @@ def action_space(config: EnvConfig) -> spaces.MultiDiscrete:
     return spaces.MultiDiscrete(np.full(config.slate_size, config.num_candidates))
 
 
+def random_diverse_slates(categories: np.ndarray, slate_size: int, num_categories: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """Random slates with at most one candidate per category.
+
+    Each slate takes ``slate_size`` random categories and a random candidate
+    of each; with fewer categories than columns the categories repeat.
+
+    Args:
+        categories: ``(N, C)`` category of each candidate.
+        slate_size: Columns ``L``.
+        num_categories: Number of categories.
+        rng: Source of the draws.
+
+    Returns:
+        ``(N, L)`` candidate indices.
+    """
+    n = categories.shape[0]
+    keys = np.where(categories[:, None, :] == np.arange(num_categories)[None, :, None],
+                    rng.random(categories.shape)[:, None, :], -1.0)
+    best = keys.argmax(axis=2)  # a random candidate of each category, (N, num_categories)
+    order = np.argsort(rng.random((n, num_categories)), axis=1)
+    picks = np.take_along_axis(best, order, axis=1)
+    return picks[:, :slate_size] if num_categories >= slate_size else np.resize(picks, (n, slate_size))
+
+
 def validate_actions(action, batch: int | None, config: EnvConfig) -> np.ndarray:
     """Check slates and return them as an ``int64`` array.
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pasta_env.spaces import random_diverse_slates
 from pasta_env.vector_env import PastaT2IVectorEnv
 from pasta_env.worlds import World, make_world, planted_user_model
 from simulators import prompts as P
@@ -115,20 +116,6 @@ def _single_turn(world: World, users: UserModel, types: np.ndarray, uids: list[s
                                          "label": float(label[i])})
 
 
-def diverse_slates(categories: np.ndarray, slate_size: int, num_categories: int,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Random slates with at most one candidate per category: ``(N, L)`` indices.
-
-    Each slate takes ``slate_size`` random categories and a random candidate of each.
-    """
-    n = categories.shape[0]
-    keys = np.where(categories[:, None, :] == np.arange(num_categories)[None, :, None],
-                    rng.random((n, 1, categories.shape[1])), -1.0)
-    best = keys.argmax(axis=2)  # a random candidate per category, (N, num_categories)
-    order = np.argsort(rng.random((n, num_categories)), axis=1)[:, :slate_size]
-    return np.take_along_axis(best, order, axis=1)
-
-
 def _choices(world: World, types: np.ndarray, uids: list[str], cfg, rng, out: _Collector) -> None:
     if cfg.trajectories_per_user == 0:
         return
@@ -137,7 +124,7 @@ def _choices(world: World, types: np.ndarray, uids: list[str], cfg, rng, out: _C
     for traj in range(cfg.trajectories_per_user):
         obs, info = env.reset(seed=int(rng.integers(2**31)), options={"user_type": types})
         for turn in range(env.config.horizon):
-            slates = diverse_slates(obs["candidate_categories"], env.config.slate_size, n_cat, rng)
+            slates = random_diverse_slates(obs["candidate_categories"], env.config.slate_size, n_cat, rng)
             obs, _, _, _, info = env.step(slates)
             # Read each array once per step: on a sharded core every read joins the shards.
             shown, images, choice = core.slate_prompts, core.images, core.choice

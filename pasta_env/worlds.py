@@ -9,6 +9,7 @@ offline default. Parts swap without touching the environment.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -182,11 +183,13 @@ DEFAULT_USER_MODEL_COMMAND = (
 )
 
 
+@functools.cache
 def default_user_model() -> UserModel:
     """The synthetic world's user model: the EM-trained checkpoint shipped with the package.
 
     Eight types learned by mini-batch EM from synthetic preference data of
     :func:`planted_user_model`; reproduced by ``DEFAULT_USER_MODEL_COMMAND``.
+    Loaded once per process (the model is immutable).
     """
     path = resources.files("simulators").joinpath("assets").joinpath("user_model.npz")
     with resources.as_file(path) as local:

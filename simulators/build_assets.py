@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from simulators import prompts as P
 from simulators import vocabulary as V
+from simulators.atomic import atomic_path
 from simulators.encoders import STOP_TOKENS, STOP_WEIGHT, WordPieceTokenizer, normalize
 
 DIM = 64
@@ -46,11 +45,8 @@ HELD_OUT_TEXTS = (
 
 
 def _write_npz(path: Path, **arrays) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    np.savez_compressed(tmp, **arrays)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def _static_token_outputs(st_model, batch_size: int = 2048) -> tuple[list[str], np.ndarray]:

@@ -220,6 +220,7 @@ class SyntheticCandidateGenerator:
         for j, s in enumerate(self.leap_slots):
             leap[..., s] = lv[:, j]
         lraw = raw[:, 4 * k:]
-        np.add(weighted[P.BASE, lv[:, 0]], weighted[P.STYLE, lv[:, 1]], out=lraw)
-        lraw += weighted[P.SETTING, lv[:, 2]]
+        lraw[...] = 0.0
+        for j, s in enumerate(self.leap_slots):
+            lraw += weighted[s, lv[:, j]]
         return cands, raw

@@ -36,10 +36,16 @@ STOP_TOKENS: frozenset[str] = frozenset(
 STOP_WEIGHT = 0.2
 
 
-def normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-8) -> np.ndarray:
-    """Scale vectors along ``axis`` to unit length (zero vectors stay zero)."""
-    norm = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
-    return x / np.maximum(norm, eps)
+def normalize(x: np.ndarray, eps: float = 1e-8, out: np.ndarray | None = None) -> np.ndarray:
+    """Scale vectors along the last axis to unit length (zero vectors stay zero).
+
+    Args:
+        x: ``(..., d)`` vectors.
+        eps: Norms below ``eps`` are treated as ``eps``.
+        out: Where to write the result (``x`` itself normalises in place).
+    """
+    scale = 1.0 / np.sqrt(np.maximum(np.einsum("...d,...d->...", x, x), eps * eps))
+    return np.multiply(x, scale[..., None], out=out)
 
 
 def _asset_path(name: str):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulators import vocabulary as V
+from simulators.encoders import normalize
 
 #: Slot names, in rendering order after the framing.
 SLOTS: tuple[str, ...] = (
@@ -166,8 +167,7 @@ class PromptSpace:
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Unit embeddings ``(..., d)`` of prompts ``(..., S)``."""
-        x = self.compose(ids)
-        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+        return normalize(self.compose(ids))
 
     def text(self, ids: np.ndarray) -> str:
         """Text of one prompt ``(S,)``."""

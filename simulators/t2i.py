@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulators import prompts as P
+from simulators.encoders import normalize
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,6 @@ class SyntheticImageModel:
         keep = self.keep_bank[rows] < self.keep_probability(prompts)[..., None, None]
         parts = self.space.weighted[self._slots, prompts]  # (B, L, S, d)
         clean = keep.astype(np.float32) @ parts  # (B, L, M, d)
-        clean *= 1.0 / np.sqrt(np.maximum(np.einsum("...d,...d->...", clean, clean), 1e-16))[..., None]
+        normalize(clean, out=clean)
         clean += self.noise_bank[rows]
-        clean *= 1.0 / np.sqrt(np.einsum("...d,...d->...", clean, clean))[..., None]
-        return clean
+        return normalize(clean, out=clean)
