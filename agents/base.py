@@ -26,6 +26,9 @@ class Agent:
     """
 
     name = "agent"
+    #: Whether the agent needs the hidden user type (``info["user_type"]``). The
+    #: evaluation harness shows privileged information only to agents that say so.
+    privileged = False
 
     def __init__(self, world: World, config: EnvConfig, seed: int | None = None):
         self.world = world
@@ -50,8 +53,8 @@ class Agent:
         single = np.asarray(obs["candidates"]).ndim == 2
         if single:
             obs = {k: np.asarray(v)[None] for k, v in obs.items()}
-            info = {k: np.asarray([v]) for k, v in (info or {}).items()
-                    if k in ("user_type",)}
+            info = {k: (v if k == "candidate_texts" else np.asarray([v])) for k, v in (info or {}).items()
+                    if k in ("user_type", "candidate_texts")}
         slates = self.act_batch(obs, info or {})
         return slates[0] if single else slates
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from agents.base import Agent
+from agents.base import Agent, top_diverse
 from pasta_env.spaces import random_diverse_slates
 
 
@@ -29,20 +27,17 @@ class RandomDiverseAgent(Agent):
 
 
 class LMMAgent(Agent):
-    """The paper's LMM-only baseline: what the candidate generator shows by itself.
+    """The paper's LMM-only baseline ("Gemini Flash, no RL"): what the generator itself ranks best.
 
-    Rule: the generator's first candidate in each category, categories taken
-    in the generator's own order (rephrase, add detail, change style, change
-    subject, creative leap), for as many columns as the slate has. With the
-    default slate of 4 that is the first rephrase, added detail, style
-    change and subject change. No value model and no user model are used.
+    Rule: the candidate generator's own ranking (``world.candidates.ranking_scores``;
+    in the synthetic world, fidelity to the user's request), top ``L``
+    with at most one per category. User-agnostic: no value model, no user
+    model, no adaptation to the choices.
     """
 
     name = "lmm"
 
     def act_batch(self, obs, info):
-        cats = obs["candidate_categories"]
-        n_cat = len(self.world.candidates.categories)
-        first = np.argmax(cats[:, None, :] == np.arange(n_cat)[None, :, None], axis=2)  # (N, n_cat)
-        order = np.arange(self.config.slate_size) % n_cat
-        return first[:, order]
+        gen = self.world.candidates
+        scores = gen.ranking_scores(obs["candidates"], obs["initial_prompt"], obs["current_prompt"])
+        return top_diverse(scores, obs["candidate_categories"], self.config.slate_size, len(gen.categories))

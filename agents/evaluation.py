@@ -5,6 +5,10 @@ reset with seed ``s + e``, for every agent: the same user type, initial
 prompt, candidate draws, image noise and choice uniforms. Differences
 between agents are therefore paired, and their confidence intervals are
 tight.
+
+The harness sees the hidden user (to measure), agents do not: an agent gets
+the env's ``info`` without :data:`pasta_env.PRIVILEGED_INFO_KEYS` unless it
+declares ``privileged = True`` (the oracle).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import gymnasium as gym
 import numpy as np
 
 from agents import make_agent
+from agents.model_based import type_log_posterior
 from pasta_env import ENV_ID
-from pasta_env.env import build_world
+from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
 from pasta_env.worlds import PromptsArg
 from simulators.atomic import atomic_path
 
@@ -38,6 +43,13 @@ class AgentResult:
         utilities: ``(E, H)`` reward of each turn.
         entropies: ``(E, H)`` entropy (nats) of the user's choice distribution.
         seconds: Wall-clock time of the agent's episodes.
+        true_type_mass: ``(E,)`` posterior probability of the true user type
+            after the last turn, computed by the harness from the final
+            observation with the world's user model (how identifiable the
+            user is from this agent's slates).
+        request_kept: ``(E,)`` whether the last chosen prompt still holds the
+            user's request (its subject or free text).
+        request_cosine: ``(E,)`` cosine of the last chosen prompt to the request.
     """
 
     name: str
@@ -45,6 +57,9 @@ class AgentResult:
     utilities: np.ndarray
     entropies: np.ndarray
     seconds: float
+    true_type_mass: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    request_kept: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    request_cosine: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def summary(self) -> dict[str, Any]:
         """Means and 95% confidence half-widths, JSON-ready."""
@@ -57,6 +72,9 @@ class AgentResult:
             "per_turn_utility_ci95": [ci95(c) for c in self.utilities.T],
             "choice_entropy_mean": float(self.entropies.mean()),
             "choice_entropy_per_turn": self.entropies.mean(axis=0).tolist(),
+            "true_type_mass_mean": _mean(self.true_type_mass),
+            "request_kept_rate": _mean(self.request_kept),
+            "request_cosine_mean": _mean(self.request_cosine),
             "seconds": round(self.seconds, 3),
         }
 
@@ -106,6 +124,10 @@ class EvaluationResult:
         return "\n".join(lines)
 
 
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x)) if len(x) else float("nan")
+
+
 def ci95(x: np.ndarray) -> float:
     """Half-width of the normal-approximation 95% confidence interval of the mean."""
     x = np.asarray(x, dtype=np.float64)
@@ -125,13 +147,15 @@ def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
 
     Args:
         agents: Registered agent names, or objects with ``reset(seed)`` and
-            ``act(obs, info)`` (batched) and a ``name``.
+            ``act(obs, info)`` (batched) and a ``name``. An agent sees the
+            hidden user's information only if it has ``privileged = True``.
         episodes: Episodes per agent.
         seed: Episode ``e`` uses env seed ``seed + e``; agents are seeded with ``seed``.
         prompts: Initial prompts (strings or a file), as for the env.
         num_envs: Users simulated at once.
         progress: Show a progress bar.
-        **env_kwargs: Passed to the env (``reward``, ``horizon``, ``world``...).
+        **env_kwargs: Passed to the env (``reward``, ``horizon``, ``world``...);
+            ``expose_user_type`` is the harness's to set and is refused.
 
     Raises:
         ValueError: Unknown agent name (listing the known ones), or
@@ -139,8 +163,11 @@ def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
     """
     if episodes < 1 or num_envs < 1:
         raise ValueError(f"episodes and num_envs must be positive, got {episodes} and {num_envs}")
+    if "expose_user_type" in env_kwargs:
+        raise ValueError("evaluate() decides what agents see: give an agent privileged = True instead of "
+                         "passing expose_user_type")
     start = time.perf_counter()
-    env_kwargs = {**env_kwargs, "expose_user_type": True}
+    env_kwargs = {**env_kwargs, "expose_user_type": True}  # for the harness; filtered per agent
     world = build_world(env_kwargs.pop("world", "synthetic"), prompts,
                         env_kwargs.get("num_candidates", 25), env_kwargs.pop("world_kwargs", None))
     envs: dict[int, Any] = {}
@@ -171,26 +198,36 @@ def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
     return result
 
 
+def public_info(info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` without the hidden user's keys (:data:`pasta_env.PRIVILEGED_INFO_KEYS`)."""
+    return {k: v for k, v in info.items() if k not in PRIVILEGED_INFO_KEYS}
+
+
 def _play(player, name, episodes, seed, num_envs, env_for, bar) -> AgentResult:
     t0 = time.perf_counter()
     player.reset(seed)
-    rets, utils, ents = [], [], []
+    shown = (lambda i: i) if getattr(player, "privileged", False) else public_info
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("r", "ent", "mass", "kept", "cos")}
     for start in range(0, episodes, num_envs):
         n = min(num_envs, episodes - start)
         env = env_for(n)
         obs, info = env.reset(seed=seed + start)
+        types = info["user_type"]
         rewards, entropies = [], []
         for _ in range(env.config.horizon):
-            obs, reward, term, trunc, info = env.step(player.act(obs, info))
+            obs, reward, term, trunc, info = env.step(player.act(obs, shown(info)))
             rewards.append(reward)
             entropies.append(_entropy(info["choice_probs"]))
-        r = np.stack(rewards, axis=1)
-        utils.append(r)
-        rets.append(r.sum(axis=1))
-        ents.append(np.stack(entropies, axis=1))
+        parts["r"].append(np.stack(rewards, axis=1))
+        parts["ent"].append(np.stack(entropies, axis=1))
+        logpost = type_log_posterior(obs, env.world.user_model)
+        parts["mass"].append(np.exp(logpost[np.arange(n), types]))
+        parts["kept"].append(env.core.request_kept())
+        parts["cos"].append((obs["current_prompt"] * obs["initial_prompt"]).sum(axis=1))
         bar.update(n)
-    return AgentResult(name, np.concatenate(rets), np.concatenate(utils), np.concatenate(ents),
-                       time.perf_counter() - t0)
+    r = np.concatenate(parts["r"])
+    return AgentResult(name, r.sum(axis=1), r, np.concatenate(parts["ent"]), time.perf_counter() - t0,
+                       np.concatenate(parts["mass"]), np.concatenate(parts["kept"]), np.concatenate(parts["cos"]))
 
 
 class _NoBar:

@@ -4,7 +4,8 @@ Examples::
 
     pasta evaluate --agents random,lmm,greedy,oracle --episodes 2000 --seed 0 \\
         --json results/eval.json --plot results/eval.png
-    pasta demo --seed 3 --agent greedy
+    pasta validate-world --episodes 2000 --seed 0 --json results/validity.json
+    pasta demo --seed 3 --agent bayes
     pasta bench
 """
 
@@ -16,7 +17,7 @@ from typing import cast
 
 from simulators.errors import PastaError
 
-DEFAULT_AGENTS = "random,random-diverse,lmm,greedy,oracle"
+DEFAULT_AGENTS = "random,lmm,popular,greedy,bayes,oracle"
 
 
 def _threads() -> None:
@@ -61,11 +62,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate_world(args: argparse.Namespace) -> int:
+    """Check that a world is a benchmark: agents bracket it, gaps, exploits, identifiability, intent.
+
+    Exit status 0 when every check passes, 1 when one fails, 2 on bad input.
+    """
+    from benchmarks import world_validity
+    from pasta_env.worlds import world_names
+    from simulators.atomic import write_json
+
+    if args.world not in world_names():
+        raise ValueError(f"unknown world {args.world!r}; registered worlds: {', '.join(world_names())}")
+    if args.episodes < 2:
+        raise ValueError(f"--episodes must be at least 2 (confidence intervals need two), got {args.episodes}")
+    report = world_validity.run(args.world, args.prompts, args.episodes, args.seed, args.num_envs,
+                                progress=not args.quiet)
+    print(world_validity.markdown(report))
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0 if report["passed"] else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Play one episode with an agent and print every turn."""
     import gymnasium as gym
 
     from agents import make_agent
+    from agents.evaluation import public_info
     from pasta_env import PastaT2IEnv
 
     env = gym.make("PastaT2I-v0", render_mode="ansi", expose_user_type=True, prompts=args.prompts)
@@ -76,7 +100,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(env.render())
     total, done = 0.0, False
     while not done:
-        obs, reward, done, _, info = env.step(agent.act(obs, info))
+        obs, reward, done, _, info = env.step(agent.act(obs, info if agent.privileged else public_info(info)))
         total += float(reward)
         print(env.render())
     print(f"return {total:.3f}")
@@ -213,8 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", default=None, help="write per-turn utility curves here (PNG, PDF, SVG)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    vw = command("validate-world", cmd_validate_world)
+    vw.add_argument("--world", default="synthetic", help="a registered world")
+    vw.add_argument("--prompts", default=None,
+                    help="initial prompts: a text file (one per line) or a CSV/TSV with a Prompt column")
+    vw.add_argument("--episodes", type=int, default=2000, help="episodes per agent")
+    vw.add_argument("--seed", type=int, default=0, help="episode e uses env seed SEED+e")
+    vw.add_argument("--num-envs", type=int, default=1024, help="users simulated at once")
+    vw.add_argument("--json", default=None, help="write the report as JSON here")
+    vw.add_argument("--quiet", action="store_true", help="no progress bar")
+
     demo = command("demo", cmd_demo)
-    demo.add_argument("--agent", default="greedy", help="agent name")
+    demo.add_argument("--agent", default="bayes", help="agent name")
     demo.add_argument("--seed", type=int, default=0, help="episode seed")
     demo.add_argument("--prompts", default=None, help="initial prompts file")
 

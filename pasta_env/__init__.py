@@ -14,12 +14,12 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from pasta_env.config import EnvConfig
-from pasta_env.env import EpisodeEndedError, PastaT2IEnv
+from pasta_env.env import PRIVILEGED_INFO_KEYS, EpisodeEndedError, PastaT2IEnv
 from pasta_env.vector_env import PastaT2IVectorEnv
 from pasta_env.worlds import World, make_world, read_prompts, register_world, world_names
 
 __all__ = [
-    "EnvConfig", "EpisodeEndedError", "PastaT2IEnv", "PastaT2IVectorEnv", "World",
+    "PRIVILEGED_INFO_KEYS", "EnvConfig", "EpisodeEndedError", "PastaT2IEnv", "PastaT2IVectorEnv", "World",
     "make_world", "read_prompts", "register_world", "world_names",
 ]
 __version__ = "0.1.0"

@@ -38,6 +38,9 @@ class EnvConfig:
             raise ValueError(
                 f"num_candidates must be 5, 10, 15, 20 or 25 (five categories), got {self.num_candidates}"
             )
+        if self.slate_size > self.num_candidates:
+            raise ValueError(f"slate_size ({self.slate_size}) must not exceed num_candidates "
+                             f"({self.num_candidates}): a slate shows distinct candidates")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pasta_env.config import EnvConfig
+from pasta_env.spaces import distinct_slates
 from pasta_env.worlds import World
 from simulators.encoders import normalize
 from simulators.user_model import aggregate
@@ -87,6 +88,8 @@ class BatchCore:
         self.cand_raw = np.zeros((B, C, d), np.float32)
         self.cand_emb = np.zeros((B, C, d), np.float32)
         self.initial_emb = np.zeros((B, d), np.float32)
+        # The request of each column, a read-only view: initial_emb is only ever written in place.
+        self.requests = np.broadcast_to(self.initial_emb[:, None, :], (B, L, d))
         self.cur_emb = np.zeros((B, d), np.float32)
         self.hist_prompts = np.zeros((B, H, d), np.float32)
         self.hist_images = np.zeros((B, H, d), np.float32)
@@ -152,7 +155,9 @@ class BatchCore:
         """Advance every episode by one turn.
 
         Args:
-            slate: ``(B, L)`` valid candidate indices.
+            slate: ``(B, L)`` valid candidate indices; a repeated index is
+                replaced as :func:`pasta_env.spaces.distinct_slates` says, and
+                :attr:`slate` holds what was shown.
 
         Returns:
             ``(B,)`` rewards.
@@ -160,13 +165,14 @@ class BatchCore:
         cfg, world, t = self.config, self.world, self.turn
         B, L, M = self.B, cfg.slate_size, cfg.images_per_prompt
         rows, flat = self._rows, self._rows[:, 0]
+        slate = distinct_slates(slate, cfg.num_candidates)
         self.slate[:] = slate
         self.slate_prompts = self.cands[rows, slate]
         slate_emb = self.cand_emb[rows, slate]
         self.images = world.images.render(
             self.slate_prompts, self.u[:, self.layout.images(t)].reshape(B, L, M))
         users = world.user_model
-        scores = users.type_scores(slate_emb, self.images, self.types)
+        scores = users.type_scores(self.requests, self.images, self.types)
         util = aggregate(scores, users.aggregation, axis=-1)
         probs = users.choice_probs(util)
         cdf = np.cumsum(probs, axis=1)
@@ -192,6 +198,14 @@ class BatchCore:
         self.turn = t + 1
         self._propose()  # the final observation shows the chosen prompt's expansions too
         return reward.astype(np.float64)
+
+    def request_kept(self) -> np.ndarray:
+        """``(B,)`` whether the current prompt still holds the user's request.
+
+        The request's base (its subject, or the user's free text) is still
+        the base of the prompt being expanded.
+        """
+        return self.cur[:, 0] == self.world.initial_prompts[self.prompt_index, 0]
 
     def observation(self, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """The observation arrays, batch-first: fresh copies, or written into ``out``.
@@ -303,6 +317,10 @@ class ShardedCore:
         for f in futures:
             f.result()
         return out
+
+    def request_kept(self) -> np.ndarray:
+        """``(B,)`` whether each user's current prompt still holds their request."""
+        return np.concatenate([s.request_kept() for s in self.shards])
 
     def close(self) -> None:
         """Stop the worker threads."""

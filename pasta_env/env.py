@@ -15,6 +15,9 @@ from pasta_env.text import LazyTexts
 from pasta_env.worlds import PromptsArg, World, make_world
 from simulators.errors import PastaError
 
+#: ``info`` keys that belong to the hidden user; present only with ``expose_user_type=True``.
+PRIVILEGED_INFO_KEYS: tuple[str, ...] = ("user_type", "user_type_name", "utilities", "choice_probs")
+
 
 class EpisodeEndedError(PastaError, RuntimeError):
     """``step()`` was called after the episode ended."""
@@ -26,22 +29,27 @@ class PastaT2IEnv(gym.Env):
     ## Description
 
     A user with a hidden *type* (one of ``K`` preference clusters of the user
-    model) arrives with an initial prompt. Each turn a candidate generator
-    proposes ``L_C`` expansions of the current prompt, five in each of five
+    model) arrives with an initial prompt, their request ``p0``, which leaves
+    much of the picture open. Each turn a candidate generator proposes
+    ``L_C`` expansions of the current prompt, five in each of five
     categories (rephrase, add detail, change style, change subject, creative
-    leap). The agent shows a slate of ``L`` of them; ``M`` images are
-    rendered for each; the user scores every image, a column's utility is
-    the mean of its image scores, and the user picks a column with
-    probability ``softmax(tau * utility)``. The chosen prompt becomes the
-    current prompt. The agent never sees the user type: it must infer it
-    from the choices.
+    leap). The agent shows a slate of ``L`` distinct ones; ``M`` images are
+    rendered for each; the user scores every image against their request
+    and their taste, ``s(k, p0, I)``, a column's utility is the mean of its
+    image scores, and the user picks a column with probability
+    ``softmax(tau * utility)``. The chosen prompt becomes the current
+    prompt, so drifting away from the request is hard to undo. The agent
+    never sees the user type: it must infer it from the choices.
 
     ## Action Space
 
     ``MultiDiscrete([L_C] * L)``: the candidate index shown in each column.
-    Every element is legal; a repeated index shows that prompt in several
-    columns, each with its own images. Anything else (wrong shape, floats,
-    NaN, an index out of ``0..L_C-1``) raises ``ValueError``.
+    Every element is legal, and a slate is a set: a column that repeats an
+    earlier column's index shows instead the lowest candidate index that
+    appears nowhere in the slate (several such columns take the lowest free
+    indices in column order); ``info["slate"]`` holds what was shown.
+    Anything else (wrong shape, floats, NaN, an index out of ``0..L_C-1``)
+    raises ``ValueError``.
 
     ## Observation Space
 
@@ -89,13 +97,15 @@ class PastaT2IEnv(gym.Env):
 
     ## Info
 
-    ``candidate_texts`` (the ``L_C`` prompts, rendered on access),
+    What a real system sees: ``candidate_texts`` (the ``L_C`` prompts,
+    rendered on access; ``.prompts`` gives them in the world's own form),
     ``categories`` (category name of each candidate); after ``reset()``
-    ``prompt`` (the initial prompt's text); after a step ``slate``,
-    ``slate_texts`` (rendered on access; the chosen prompt is
-    ``slate_texts[choice]``), ``choice``, ``choice_probs`` and
-    ``utilities`` (per column). With ``expose_user_type=True``: ``user_type`` and
-    ``user_type_name``.
+    ``prompt`` (the initial prompt's text); after a step ``slate`` (the
+    shown candidate indices), ``slate_texts`` (rendered on access; the
+    chosen prompt is ``slate_texts[choice]``) and ``choice``. What belongs
+    to the hidden user (:data:`PRIVILEGED_INFO_KEYS`) is there only with
+    ``expose_user_type=True``: ``user_type``, ``user_type_name`` and, after
+    a step, ``choice_probs`` and ``utilities`` (per column).
 
     ## Arguments
 
@@ -119,7 +129,12 @@ class PastaT2IEnv(gym.Env):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version. Before the first release it was revised (the id
+      kept, nothing having been published): users score images against
+      their own request ``s(k, p0, I)`` rather than the shown prompt; slates
+      are sets (repeated indices filled by the rule above); the hidden
+      user's utilities and choice probabilities left ``info`` unless
+      ``expose_user_type=True``; the default user model was retrained.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
@@ -187,8 +202,6 @@ class PastaT2IEnv(gym.Env):
                 slate=core.slate[0].copy(),
                 slate_texts=LazyTexts(space, core.slate_prompts[0]),
                 choice=int(core.choice[0]),
-                choice_probs=core.choice_probs[0].copy(),
-                utilities=core.utilities[0].copy(),
             )
         else:
             info["prompt"] = space.text(core.cur[0])
@@ -196,6 +209,9 @@ class PastaT2IEnv(gym.Env):
             k = int(core.types[0])
             info["user_type"] = k
             info["user_type_name"] = self.world.user_model.type_names[k]
+            if stepped:
+                info["choice_probs"] = core.choice_probs[0].copy()
+                info["utilities"] = core.utilities[0].copy()
         return info
 
 

@@ -2,13 +2,15 @@
 
 For each user (type drawn from the planted model's prior):
 
-* **pairs**: a random prompt ``p``; image A rendered for ``p``, image B for
-  a random expansion of ``p`` (as if from another text-to-image model). The
-  label is drawn from Bradley-Terry, ``P(A) = sigmoid(s_k(p, A) - s_k(p, B))``;
+* **pairs**: a random request ``p``; image A rendered for ``p``, image B for
+  a random expansion of ``p`` (as if from another text-to-image model, or
+  a rewritten prompt). The label is drawn from Bradley-Terry,
+  ``P(A) = sigmoid(s_k(p, A) - s_k(p, B))``;
   a close call (``|Δ| < tie_margin``) is a tie (0.5) with probability ``tie_prob``.
 * **ratings**: a random prompt and one image; ``rating = s_k(p, I) + N(0, rating_noise^2)``.
 * **choices**: trajectories of ``PastaT2I-v0`` played by that user with
-  random slates of one candidate per category; each turn is a record.
+  random slates of one candidate per category; each turn is a record with
+  the session's initial prompt (the user's request).
 
 Writes ``pairs.jsonl``, ``ratings.jsonl``, ``choices.jsonl``,
 ``embeddings.npz`` and ``users.jsonl`` (true types) in ``train/`` and, for
@@ -123,6 +125,7 @@ def _choices(world: World, types: np.ndarray, uids: list[str], cfg, rng, out: _C
     core, n_cat = env.core, len(world.candidates.categories)
     for traj in range(cfg.trajectories_per_user):
         obs, info = env.reset(seed=int(rng.integers(2**31)), options={"user_type": types})
+        requests = [out.prompt(p) for p in world.initial_prompts[core.prompt_index]]
         for turn in range(env.config.horizon):
             slates = random_diverse_slates(obs["candidate_categories"], env.config.slate_size, n_cat, rng)
             obs, _, _, _, info = env.step(slates)
@@ -131,7 +134,7 @@ def _choices(world: World, types: np.ndarray, uids: list[str], cfg, rng, out: _C
             for b, uid in enumerate(uids):
                 out.records["choices"].append({
                     "user_id": uid, "trajectory_id": f"{uid}/{traj}", "turn": turn,
-                    "prompts": [out.prompt(p) for p in shown[b]],
+                    "initial_prompt": requests[b], "prompts": [out.prompt(p) for p in shown[b]],
                     "images": [[out.image(img) for img in col] for col in images[b]],
                     "chosen": int(choice[b])})
 

@@ -25,6 +25,18 @@ class _Lazy(Sequence):
     def __len__(self) -> int:
         return len(self._prompts)
 
+    @property
+    def prompts(self) -> np.ndarray:
+        """The prompts in the world's own form (read-only ``(..., S)`` phrase ids).
+
+        The same information as the texts, in the form the world's candidate
+        generator and text-to-image model take: agents that plan with the
+        simulator pass it to them.
+        """
+        view = self._prompts.view()
+        view.flags.writeable = False
+        return view
+
     def _item(self, prompts: np.ndarray):
         raise NotImplementedError
 

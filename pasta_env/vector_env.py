@@ -43,9 +43,10 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
     ignores its actions, starts new episodes and returns their first
     observations with zero reward.
 
-    Info is a dict of arrays with a leading ``num_envs`` axis: ``choice``,
-    ``choice_probs``, ``utilities``, ``slate``, and (with
-    ``expose_user_type=True``) ``user_type``; ``candidate_texts`` and
+    Info is a dict of arrays with a leading ``num_envs`` axis: ``choice`` and
+    ``slate`` (the shown, distinct candidates), and with
+    ``expose_user_type=True`` the hidden user's ``user_type``,
+    ``choice_probs`` and ``utilities``; ``candidate_texts`` and
     ``slate_texts`` render on access (``info["slate_texts"][i][j]``).
 
     ``num_threads`` splits the users into that many shards stepped on worker
@@ -154,8 +155,9 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
         info: dict[str, Any] = {"candidate_texts": LazyTextBatch(space, core.cands)}
         if stepped:
             info.update(slate=core.slate.copy(), slate_texts=LazyTextBatch(space, core.slate_prompts),
-                        choice=core.choice.copy(), choice_probs=core.choice_probs.copy(),
-                        utilities=core.utilities.copy())
+                        choice=core.choice.copy())
         if self.config.expose_user_type:
             info["user_type"] = core.types.copy()
+            if stepped:
+                info.update(choice_probs=core.choice_probs.copy(), utilities=core.utilities.copy())
         return info

@@ -153,13 +153,16 @@ def _default_initial_prompts(vocab: P.Vocabulary, seed: int) -> np.ndarray:
     return ids
 
 
-def planted_user_model(num_types: int = 8, seed: int = 0) -> TasteUserModel:
+def planted_user_model(num_types: int = 8, seed: int = 0, scale: float = 20.0, intent: float = 12.0,
+                       temperature: float = 1.0) -> TasteUserModel:
     """The hand-set taste model that plants the synthetic world's preferences.
 
-    Eight types with the eight taste descriptions (animals, landscapes, food,
-    portraits, abstract, vintage, anime, photoreal), uniform prior. With
-    fewer types the first ``num_types`` tastes are used; with more, each
-    extra type is a random blend of two tastes (seeded).
+    ``s(k, p0, I) = scale * <w_k, I> + intent * <p0, I>``: every user wants
+    images of what they asked for, and types differ in how they complete an
+    open request. Eight types with the eight taste descriptions (animals,
+    landscapes, food, portraits, abstract, vintage, anime, photoreal),
+    uniform prior. With fewer types the first ``num_types`` tastes are used;
+    with more, each extra type is a random blend of two tastes (seeded).
     """
     if num_types < 1:
         raise ValueError(f"num_types must be >= 1, got {num_types}")
@@ -172,8 +175,9 @@ def planted_user_model(num_types: int = 8, seed: int = 0) -> TasteUserModel:
         mix = w * table.tastes[i] + (1 - w) * table.tastes[j]
         tastes.append(mix / np.linalg.norm(mix))
         names.append(f"{table.taste_names[i]}+{table.taste_names[j]}")
-    return TasteUserModel(prior=np.full(num_types, 1.0 / num_types), temperature=1.0, aggregation="mean",
-                          type_names=tuple(names), tastes=np.stack(tastes))
+    return TasteUserModel(prior=np.full(num_types, 1.0 / num_types), temperature=temperature,
+                          aggregation="mean", type_names=tuple(names), tastes=np.stack(tastes),
+                          scale=scale, intent=intent)
 
 
 #: How the shipped checkpoint was made (rerun it to reproduce the file).

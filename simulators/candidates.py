@@ -154,6 +154,25 @@ class SyntheticCandidateGenerator:
             orders.append(a + np.argsort(rng.random((self._bank_rows, b - a)), 1)[:, : k + 1])
         self.excl_bank = np.stack(orders, axis=1).astype(np.int32)  # (rows, 5, k + 1)
 
+    @staticmethod
+    def ranking_scores(candidates: np.ndarray, request: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """The generator's own ranking of its candidates, higher first (user-agnostic).
+
+        The synthetic generator plays a language model that keeps the
+        conversation in view: it ranks a candidate by its fidelity to the
+        user's request (cosine of the embeddings) and, as a tie-break, to the
+        current prompt. This is the order an LMM-only system shows.
+
+        Args:
+            candidates: ``(N, C, d)`` unit candidate embeddings.
+            request: ``(N, d)`` the user's initial prompt.
+            current: ``(N, d)`` the prompt being expanded.
+
+        Returns:
+            ``(N, C)`` scores.
+        """
+        return np.einsum("ncd,nd->nc", candidates, request + 0.1 * current)
+
     def _rows(self, batch: int) -> np.ndarray:
         if batch not in self._row_cache:
             self._row_cache[batch] = np.arange(batch)[:, None]

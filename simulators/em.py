@@ -16,7 +16,8 @@ The record log-likelihoods, each with its own weight:
   ``Δ = s_k(p, a) - s_k(p, b)`` and ``y`` the label (0.5 for a tie);
 * ratings, Gaussian regression: ``-(r - s_k(p, I))^2 / (2 sigma^2)``;
 * multi-turn choices: ``log softmax(tau * U_k)[chosen]``, with ``U_k`` the
-  aggregated image scores of each slate column and ``tau`` learned.
+  aggregated image scores of each slate column against the session's
+  request ``p0`` and ``tau`` learned.
 
 Several random initialisations are trained briefly and the best (highest
 log-likelihood) is trained to the end. The state is checkpointed after each
@@ -184,7 +185,7 @@ def record_loglik(model: TorchUserModel, tensors: _Tensors, kind: str, rec: dict
         s = model.scores(P[rec["prompt"]], I[rec["image"]])
         ll = -0.5 * ((rec["rating"][:, None] - s) / config.rating_noise) ** 2
         return config.rating_weight * (ll - math.log(config.rating_noise * math.sqrt(2 * math.pi)))
-    p = P[rec["prompt"]][:, :, None, :]  # (n, L, 1, d)
+    p = P[rec["request"]][:, None, None, :]  # (n, 1, 1, d): the session's request, for every column
     util = model.aggregate(model.scores(p, I[rec["image"]]), dim=2)  # (n, L, K)
     logp = torch.log_softmax(model.log_tau.exp() * util, dim=1)
     chosen = rec["chosen"][:, None, None].expand(-1, 1, logp.shape[2])
@@ -299,6 +300,19 @@ class EMTrainer:
         total = torch.logsumexp(joint, dim=1).sum().item()
         return torch.softmax(joint, dim=1).cpu().numpy(), total / self.tensors.num_records
 
+    @torch.no_grad()
+    def refit_prior(self, model: TorchUserModel, iterations: int = 5) -> None:
+        """Set the mixing weights to their full-data EM update, the mean posterior over all users.
+
+        During training the weights follow a moving average of mini-batch
+        posteriors, which leaves them off by the last batches' noise; a few
+        full E-step/M-step rounds on the weights alone fix that.
+        """
+        for _ in range(iterations):
+            post, _ = self.posterior(model)
+            prior = torch.as_tensor(post.mean(axis=0), dtype=torch.float32, device=model.log_prior.device)
+            model.log_prior.copy_(torch.log(prior.clamp_min(1e-8) / prior.sum()))
+
     def _save_state(self, model, opt, epoch, rng) -> None:
         if self.checkpoint is None:
             return
@@ -403,6 +417,7 @@ def train_user_model(data: PreferenceData, config: EMConfig = EMConfig(), progre
     trainer = EMTrainer(data, config, checkpoint)
     t0 = time.perf_counter()
     model = trainer.fit(progress)
+    trainer.refit_prior(model)
     posterior, ll = trainer.posterior(model)
     names = name_types(posterior, data.true_types, true_type_names or data.type_names)
     info = {"config": asdict(config), "train_records": data.counts(), "train_users": data.num_users,

@@ -5,14 +5,18 @@ A dataset is a folder::
     DIR/
       pairs.jsonl       {"user_id", "prompt", "image_a", "image_b", "label"}
       ratings.jsonl     {"user_id", "prompt", "image", "rating"}
-      choices.jsonl     {"user_id", "trajectory_id", "turn", "prompts": [L],
-                         "images": [[M image ids] * L], "chosen"}
+      choices.jsonl     {"user_id", "trajectory_id", "turn", "initial_prompt",
+                         "prompts": [L], "images": [[M image ids] * L], "chosen"}
       embeddings.npz    prompt_keys, prompt_emb (P, d), image_keys, image_emb (I, d)
       users.jsonl       {"user_id", "type", "type_name"?}   (optional: true types, for evaluation)
 
 Each ``.jsonl`` file is optional; at least one must hold records. ``label``
 is the probability that ``image_a`` is preferred: 1, 0, or 0.5 for a tie.
-``prompt`` fields are texts, ``image*`` fields are image ids. Embeddings
+``prompt`` fields are texts, ``image*`` fields are image ids. Users judge
+images against their own request (PASTA's ``s(k, p0, I)``): the ``prompt`` of a
+pair or rating is the request the images were made for, and a choice's
+``initial_prompt`` is the request the user started the session with
+(``prompts`` are the slate's shown prompts, kept for reference). Embeddings
 come from ``embeddings.npz`` (precomputed, e.g. CLIP); a prompt without a
 precomputed embedding is embedded with the given text encoder. Every image
 needs an embedding. Any malformed record raises :class:`DataError` naming the
@@ -36,8 +40,8 @@ KINDS = ("pairs", "ratings", "choices")
 FIELDS = {
     "pairs": {"user_id": str, "prompt": str, "image_a": str, "image_b": str, "label": float},
     "ratings": {"user_id": str, "prompt": str, "image": str, "rating": float},
-    "choices": {"user_id": str, "trajectory_id": str, "turn": int, "prompts": list, "images": list,
-                "chosen": int},
+    "choices": {"user_id": str, "trajectory_id": str, "turn": int, "initial_prompt": str, "prompts": list,
+                "images": list, "chosen": int},
 }
 
 
@@ -55,7 +59,8 @@ class PreferenceData:
         users: User ids; records refer to them by position.
         pairs: ``user, prompt, image_a, image_b`` (int) and ``label`` (float) arrays.
         ratings: ``user, prompt, image`` (int) and ``rating`` (float) arrays.
-        choices: ``user, prompt (n, L), image (n, L, M), chosen (n,)`` arrays.
+        choices: ``user, request (n,), prompt (n, L), image (n, L, M), chosen (n,)`` arrays
+            (``request``: the initial prompt of the session).
         true_types: ``(U,)`` true type per user, ``-1`` where unknown; ``None`` if no user has one.
         skipped: Count of records an adapter skipped, by reason.
     """
@@ -131,7 +136,7 @@ def _empty(kind: str, slate: tuple[int, int] = (0, 0)) -> dict[str, np.ndarray]:
         return {"user": np.zeros(0, np.int64), "prompt": np.zeros(0, np.int64),
                 "image": np.zeros(0, np.int64), "rating": np.zeros(0, np.float32)}
     L, M = slate
-    return {"user": np.zeros(0, np.int64), "prompt": np.zeros((0, L), np.int64),
+    return {"user": np.zeros(0, np.int64), "request": np.zeros(0, np.int64), "prompt": np.zeros((0, L), np.int64),
             "image": np.zeros((0, L, M), np.int64), "chosen": np.zeros(0, np.int64)}
 
 
@@ -225,7 +230,7 @@ def read_dataset(folder: str | os.PathLike,
                 else:
                     shape = _check_slate(r, where, slate)
                     slate = slate or shape
-                    rows.append((u, [prompts(p) for p in r["prompts"]],
+                    rows.append((u, prompts(r["initial_prompt"]), [prompts(p) for p in r["prompts"]],
                                  [[img(i, where) for i in col] for col in r["images"]], int(r["chosen"])))
         records[kind] = _to_arrays(kind, rows, slate or (0, 0))
     prompt_emb = _lookup_prompts(prompts.keys(), table, text_encoder)
@@ -263,7 +268,7 @@ def _to_arrays(kind: str, rows: list, slate: tuple[int, int]) -> dict[str, np.nd
     elif kind == "ratings":
         names, dtypes = ("user", "prompt", "image", "rating"), (np.int64,) * 3 + (np.float32,)
     else:
-        names, dtypes = ("user", "prompt", "image", "chosen"), (np.int64,) * 4
+        names, dtypes = ("user", "request", "prompt", "image", "chosen"), (np.int64,) * 5
     return {n: np.asarray(c, dtype=t) for n, c, t in zip(names, cols, dtypes)}
 
 

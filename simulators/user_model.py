@@ -1,8 +1,11 @@
 """User models: K latent user types that score images and choose a slate column.
 
-A user model scores an image ``I`` rendered for a prompt ``p`` for each user
-type ``k``, ``s(k, p, I)``; a column's utility aggregates its ``M`` image
-scores; the user picks a column with probability ``softmax(tau * R)``.
+A user model scores an image ``I`` for each user type ``k`` against the
+user's own request, the initial prompt ``p0`` they typed: ``s(k, p0, I)``
+(PASTA's notation). The prompt the agent showed does not enter the score:
+users judge what they see against what they asked for and their taste. A
+column's utility aggregates its ``M`` image scores; the user picks a column
+with probability ``softmax(tau * R)``.
 
 :class:`UserModel` is the interface the environment and the agents use (numpy,
 batch-first, shapes checked). :class:`TasteUserModel` is the hand-set planted
@@ -98,43 +101,50 @@ class UserModel:
     def _scores(self, prompts: np.ndarray, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def scores(self, prompts: np.ndarray, images: np.ndarray) -> np.ndarray:
+    def scores(self, requests: np.ndarray, images: np.ndarray) -> np.ndarray:
         """Score images for every user type.
 
         Args:
-            prompts: ``(..., d)`` prompt embeddings.
-            images: ``(..., M, d)`` embeddings of the prompts' images.
+            requests: ``(..., d)`` embeddings of the users' requests (initial
+                prompts), one per group of images.
+            images: ``(..., M, d)`` image embeddings.
 
         Returns:
-            ``(..., M, K)`` scores ``s(k, p, I)``.
+            ``(..., M, K)`` scores ``s(k, p0, I)``.
         """
         d = self.dim
-        check_shape("prompts", prompts, (*prompts.shape[:-1], d))
-        check_shape("images", images, (*prompts.shape[:-1], None, d))
-        return self._scores(prompts, images)
+        check_shape("requests", requests, (*requests.shape[:-1], d))
+        check_shape("images", images, (*requests.shape[:-1], None, d))
+        return self._scores(requests, images)
 
-    def utilities(self, prompts: np.ndarray, images: np.ndarray) -> np.ndarray:
+    def utilities(self, requests: np.ndarray, images: np.ndarray) -> np.ndarray:
         """Column utilities ``(..., K)``: image scores aggregated over ``M``."""
-        return aggregate(self.scores(prompts, images), self.aggregation, axis=-2)
+        return aggregate(self.scores(requests, images), self.aggregation, axis=-2)
 
-    def prompt_utilities(self, prompts: np.ndarray) -> np.ndarray:
-        """Utility ``(..., K)`` of a prompt judged by its embedding alone.
+    def prompt_utilities(self, requests: np.ndarray, prompts: np.ndarray) -> np.ndarray:
+        """Utility ``(..., K)`` of showing a prompt, judged by its embedding alone.
 
         A cheap estimate of the utility of a prompt's images for agents that
         plan before images exist: the prompt embedding stands in for its
         images.
-        """
-        return self.scores(prompts, prompts[..., None, :])[..., 0, :]
 
-    def type_scores(self, prompts: np.ndarray, images: np.ndarray, types: np.ndarray) -> np.ndarray:
+        Args:
+            requests: The users' requests, broadcastable to ``prompts``
+                (e.g. ``(N, 1, d)`` against ``(N, C, d)``).
+            prompts: ``(..., d)`` embeddings of the prompts to judge.
+        """
+        requests = np.broadcast_to(requests, prompts.shape)
+        return self.scores(requests, prompts[..., None, :])[..., 0, :]
+
+    def type_scores(self, requests: np.ndarray, images: np.ndarray, types: np.ndarray) -> np.ndarray:
         """Scores ``(B, ..., M)`` for one user type per batch row.
 
         Args:
-            prompts: ``(B, ..., d)`` prompt embeddings.
+            requests: ``(B, ..., d)`` request embeddings.
             images: ``(B, ..., M, d)`` image embeddings.
             types: ``(B,)`` user type of each row.
         """
-        s = self.scores(prompts, images)
+        s = self.scores(requests, images)
         idx = np.asarray(types).reshape(-1, *([1] * (s.ndim - 1)))
         return np.take_along_axis(s, np.broadcast_to(idx, (*s.shape[:-1], 1)), axis=-1)[..., 0]
 
@@ -162,22 +172,23 @@ class UserModel:
 
 @dataclass(frozen=True)
 class TasteUserModel(UserModel):
-    """A user type is a taste direction in the embedding space.
+    """A user type is a taste direction in the embedding space; every user has an intent.
 
-    ``s(k, p, I) = scale * <w_k, I> + alignment * <p, I> + bias_k``: a type
-    likes images close to its taste, every type likes images that follow the
-    prompt.
+    ``s(k, p0, I) = scale * <w_k, I> + intent * <p0, I> + bias_k``: every user
+    wants images of what they asked for (the intent term), and a type likes
+    images close to its taste. A request leaves most of the picture open
+    (style, setting, light, mood); the taste term says how a type fills it.
 
     Attributes:
         tastes: ``(K, d)`` unit taste vectors.
         scale: Weight of the taste term.
-        alignment: Weight of prompt adherence.
+        intent: Weight of fidelity to the user's request.
         bias: ``(K,)`` offset per type (empty: zeros).
     """
 
     tastes: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.float32))
     scale: float = 10.0
-    alignment: float = 2.0
+    intent: float = 2.0
     bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def __post_init__(self):
@@ -195,23 +206,23 @@ class TasteUserModel(UserModel):
     def dim(self) -> int:
         return int(self.tastes.shape[1])
 
-    def _scores(self, prompts, images):
+    def _scores(self, requests, images):
         taste = images @ (self.scale * self.tastes.T)
-        adherence = np.einsum("...md,...d->...m", images, prompts)[..., None]
-        return taste + self.alignment * adherence + self.bias
+        fidelity = np.einsum("...md,...d->...m", images, requests)[..., None]
+        return taste + self.intent * fidelity + self.bias
 
-    def type_scores(self, prompts: np.ndarray, images: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def type_scores(self, requests: np.ndarray, images: np.ndarray, types: np.ndarray) -> np.ndarray:
         """Scores ``(B, ..., M)`` for one type per batch row, without the other types."""
         w = self.scale * self.tastes[types]
         w = w.reshape(w.shape[0], *([1] * (images.ndim - 2)), w.shape[1])
-        x = np.einsum("...d,...d->...", images, w + self.alignment * prompts[..., None, :])
+        x = np.einsum("...d,...d->...", images, w + self.intent * requests[..., None, :])
         return x + self.bias[types].reshape(-1, *([1] * (x.ndim - 1)))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model to an ``.npz`` file (via a temp file and a rename)."""
         path = Path(path)
         meta = {"kind": "taste", "temperature": self.temperature, "aggregation": self.aggregation,
-                "scale": self.scale, "alignment": self.alignment, "type_names": list(self.type_names)}
+                "scale": self.scale, "intent": self.intent, "type_names": list(self.type_names)}
         with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, prior=self.prior, tastes=self.tastes, bias=self.bias,
                      meta=np.array(json.dumps(meta)))
@@ -226,7 +237,7 @@ class TasteUserModel(UserModel):
                     raise AssetError(f"{path}: not a taste user model (kind {meta.get('kind')!r})")
                 return cls(prior=data["prior"], temperature=meta["temperature"],
                            aggregation=meta["aggregation"], type_names=tuple(meta["type_names"]),
-                           tastes=data["tastes"], scale=meta["scale"], alignment=meta["alignment"],
+                           tastes=data["tastes"], scale=meta["scale"], intent=meta["intent"],
                            bias=data["bias"])
         except (OSError, KeyError, ValueError) as exc:
             raise AssetError(f"{path}: cannot read a user model ({exc}); write one with .save()") from exc

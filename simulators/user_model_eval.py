@@ -55,7 +55,9 @@ def record_loglik(model: UserModel, data: PreferenceData, kind: str, rating_nois
             out.append(-0.5 * z**2 - np.log(rating_noise * np.sqrt(2 * np.pi)))
             extra.append(s)
         else:
-            util = model.utilities(P[rec["prompt"][sl]], I[rec["image"][sl]])  # (n, L, K)
+            images = I[rec["image"][sl]]  # (n, L, M, d)
+            requests = np.broadcast_to(P[rec["request"][sl]][:, None, :], images.shape[:2] + images.shape[3:])
+            util = model.utilities(requests, images)  # (n, L, K)
             z = model.temperature * util
             logp = z - np.logaddexp.reduce(z, axis=1, keepdims=True)
             chosen = rec["chosen"][sl]

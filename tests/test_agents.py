@@ -8,8 +8,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents import AGENTS, Agent, make_agent, type_log_posterior
-from agents.evaluation import evaluate, plot_per_turn
+from agents import AGENTS, Agent, candidate_utilities, make_agent, type_log_posterior
+from agents.evaluation import ci95, evaluate, plot_per_turn, public_info
+from pasta_env import PRIVILEGED_INFO_KEYS
 from tests.conftest import ENV_ID
 
 
@@ -18,18 +19,26 @@ def make_vec(n, **kw):
                         expose_user_type=True, **kw)
 
 
+ONE_PER_CATEGORY = {"random-diverse", "lmm", "popular", "greedy", "bayes", "planner"}
+
+
 @pytest.mark.parametrize("name", sorted(AGENTS))
-def test_agents_emit_legal_slates(name):
+def test_agents_emit_legal_slates_that_are_sets(name):
     vec = make_vec(16)
     agent = make_agent(name, vec.world, vec.config, seed=0)
     obs, info = vec.reset(seed=0)
     for _ in range(5):
-        slates = agent.act(obs, info)
+        slates = agent.act(obs, info if agent.privileged else public_info(info))
         assert vec.action_space.contains(slates.astype(np.int64))
-        if name != "random":  # at most one candidate per category
+        if name != "random":
+            assert all(len(set(row)) == 4 for row in slates.tolist()), "a slate shows distinct candidates"
+        if name in ONE_PER_CATEGORY:
             cats = np.take_along_axis(obs["candidate_categories"], slates, axis=1)
             assert all(len(set(row)) == 4 for row in cats.tolist())
         obs, _, _, _, info = vec.step(slates)
+        if name != "random":
+            np.testing.assert_array_equal(info["slate"], slates)
+        assert all(len(set(row)) == 4 for row in info["slate"].tolist())
 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))
@@ -44,11 +53,25 @@ def test_agents_work_with_the_single_env(name):
         obs, _, done, _, info = env.step(slate)
 
 
-def test_lmm_shows_the_first_candidate_of_four_categories():
-    vec = make_vec(2)
+def test_lmm_shows_the_generators_own_top_ranked_candidates_one_per_category():
+    vec = make_vec(64)
     obs, info = vec.reset(seed=0)
-    slates = make_agent("lmm", vec.world, vec.config).act(obs, info)
-    assert slates.tolist() == [[0, 5, 10, 15]] * 2
+    slates = make_agent("lmm", vec.world, vec.config).act(obs, public_info(info))
+    scores = vec.world.candidates.ranking_scores(obs["candidates"], obs["initial_prompt"], obs["current_prompt"])
+    cats = obs["candidate_categories"]
+    for n in range(64):
+        best = {c: max(np.flatnonzero(cats[n] == c), key=lambda i: scores[n, i]) for c in range(5)}
+        top4 = sorted(best.values(), key=lambda i: -scores[n, i])[:4]
+        assert sorted(slates[n].tolist()) == sorted(top4)
+
+
+def test_lmm_is_user_agnostic():
+    """Same request and candidates, different hidden users: the same slate."""
+    vec = make_vec(8)
+    obs, info = vec.reset(seed=3, options={"user_type": np.arange(8)})
+    obs2, _ = vec.reset(seed=3, options={"user_type": np.arange(8)[::-1].copy()})
+    agent = make_agent("lmm", vec.world, vec.config)
+    np.testing.assert_array_equal(agent.act(obs, {}), agent.act(obs2, {}))
 
 
 def test_oracle_without_the_user_type_explains_the_fix():
@@ -61,7 +84,7 @@ def test_oracle_without_the_user_type_explains_the_fix():
 
 def test_unknown_agent_lists_the_known_ones():
     vec = make_vec(1)
-    with pytest.raises(ValueError, match="unknown agent 'smart'; known agents: greedy, lmm, oracle"):
+    with pytest.raises(ValueError, match="unknown agent 'smart'; known agents: bayes, greedy, lmm, oracle"):
         make_agent("smart", vec.world, vec.config)
 
 
@@ -85,6 +108,8 @@ def test_posterior_concentrates_on_the_true_type_over_long_interactions():
 
 class Recorder(Agent):
     """Records what it was shown at the first turn; plays lmm's slate."""
+
+    privileged = True
 
     def __init__(self, name, world, config):
         super().__init__(world, config)
@@ -110,14 +135,76 @@ def test_common_random_numbers_across_agents():
     np.testing.assert_array_equal(result.agents["a"].returns, result.agents["b"].returns)
 
 
-def test_oracle_beats_greedy_beats_myopic_baselines():
-    result = evaluate(["random", "lmm", "greedy", "oracle"], episodes=1000, seed=11, progress=False)
+def test_the_reference_agents_bracket_the_problem():
+    result = evaluate(["random", "lmm", "popular", "greedy", "bayes", "oracle"], episodes=600, seed=11,
+                      progress=False)
     diffs = {(c["a"], c["b"]): c for c in result.comparisons()}
-    assert result.ranking()[:2] == ["oracle", "greedy"]
-    for pair in [("oracle", "greedy"), ("greedy", "random"), ("greedy", "lmm")]:
-        assert diffs[pair]["mean_difference"] > diffs[pair]["ci95"] > 0
-    greedy = result.agents["greedy"].utilities.mean(axis=0)
-    assert np.all(np.diff(greedy) > 0)
+    assert result.ranking()[0] == "oracle"
+    for pair in [("oracle", "bayes"), ("bayes", "greedy"), ("bayes", "popular"), ("greedy", "lmm"),
+                 ("lmm", "random")]:
+        assert diffs[pair]["mean_difference"] > diffs[pair]["ci95"] > 0, pair
+    bayes = result.agents["bayes"].utilities.mean(axis=0)
+    assert np.all(np.diff(bayes) > 0), "bayes's utility rises as its posterior finds the user"
+
+
+class DuplicateShower(Agent):
+    """Shows the true type's best candidate in every column (a repeated index)."""
+
+    name = "duplicates"
+    privileged = True
+
+    def act_batch(self, obs, info):
+        util = candidate_utilities(obs, self.world.user_model)
+        best = util[np.arange(len(info["user_type"])), info["user_type"]].argmax(axis=1)
+        return np.repeat(best[:, None], self.config.slate_size, axis=1)
+
+
+def test_oracle_is_at_least_every_agent_and_a_duplicate_shower():
+    names = ["random", "lmm", "popular", "greedy", "bayes", "planner"]
+    vec = make_vec(1)
+    result = evaluate([*names, "oracle", DuplicateShower(vec.world, vec.config)], episodes=300, seed=21,
+                      progress=False)
+    oracle = result.agents["oracle"].returns
+    for name in [*names, "duplicates"]:
+        diff = oracle - result.agents[name].returns
+        assert diff.mean() + ci95(diff) > 0, name
+
+
+def test_planner_is_not_worse_than_bayes_beyond_noise():
+    result = evaluate(["bayes", "planner"], episodes=400, seed=4, progress=False)
+    diff = result.agents["planner"].returns - result.agents["bayes"].returns
+    assert diff.mean() + ci95(diff) > 0
+
+
+class InfoSpy(Agent):
+    """Records every info key it is given; plays the generator's first candidates."""
+
+    name = "spy"
+
+    def __init__(self, world, config, privileged=False):
+        super().__init__(world, config)
+        self.privileged = privileged
+        self.keys: set[str] = set()
+
+    def act_batch(self, obs, info):
+        self.keys |= set(info)
+        return np.tile(np.arange(0, 20, 5), (obs["candidates"].shape[0], 1))
+
+
+def test_the_hidden_user_never_reaches_a_non_privileged_agent():
+    vec = make_vec(1)
+    spy, insider = InfoSpy(vec.world, vec.config), InfoSpy(vec.world, vec.config, privileged=True)
+    insider.name = "insider"
+    evaluate([spy, insider], episodes=20, seed=0, num_envs=8, progress=False)
+    assert spy.keys and not spy.keys & set(PRIVILEGED_INFO_KEYS)
+    assert {"user_type", "utilities", "choice_probs"} <= insider.keys
+    # The env itself keeps them out of info unless asked.
+    env = gym.make(ENV_ID)
+    obs, info = env.reset(seed=0)
+    _, _, _, _, info2 = env.step(np.array([0, 5, 10, 15]))
+    assert not (set(info) | set(info2)) & set(PRIVILEGED_INFO_KEYS)
+    with pytest.raises(ValueError, match="privileged = True"):
+        evaluate(["random"], episodes=2, expose_user_type=True, progress=False)
 
 
 def test_json_has_the_documented_keys(tmp_path):
@@ -127,7 +214,8 @@ def test_json_has_the_documented_keys(tmp_path):
     summary = payload["agents"]["greedy"]
     assert set(summary) == {"episodes", "return_mean", "return_ci95", "return_std",
                             "per_turn_utility_mean", "per_turn_utility_ci95", "choice_entropy_mean",
-                            "choice_entropy_per_turn", "seconds"}
+                            "choice_entropy_per_turn", "true_type_mass_mean", "request_kept_rate",
+                            "request_cosine_mean", "seconds"}
     assert summary["episodes"] == 40 and len(summary["per_turn_utility_mean"]) == 5
     assert payload["settings"]["slate_size"] == 4 and payload["settings"]["seed"] == 0
     plot_per_turn(result, tmp_path / "curves.png")

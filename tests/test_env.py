@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from pasta_env import EpisodeEndedError, PastaT2IEnv
+from pasta_env import PRIVILEGED_INFO_KEYS, EpisodeEndedError, PastaT2IEnv
 from tests.conftest import ENV_ID, rollout
 
 
@@ -92,16 +92,24 @@ def test_reset_mid_episode_starts_fresh(actions):
     assert obs["turn"] == 0
 
 
-def test_info_has_texts_choices_and_utilities(actions):
+def test_info_has_texts_and_choices_but_nothing_of_the_hidden_user(actions):
     env = gym.make(ENV_ID)
     _, info = env.reset(seed=0)
     assert len(info["candidate_texts"]) == 25
     assert len(set(info["candidate_texts"])) == 25
     assert info["categories"][:5] == ("rephrase",) * 5
     assert isinstance(info["prompt"], str) and info["prompt"]
-    assert "user_type" not in info
+    _, reward, *_, info2 = env.step(actions[0])
+    assert len(info2["slate_texts"]) == 4 and 0 <= info2["choice"] < 4
+    np.testing.assert_array_equal(info2["slate"], actions[0])
+    for key in PRIVILEGED_INFO_KEYS:
+        assert key not in info and key not in info2
+
+
+def test_exposed_info_has_the_users_utilities_and_choice_probabilities(actions):
+    env = gym.make(ENV_ID, expose_user_type=True)
+    env.reset(seed=0)
     _, reward, *_, info = env.step(actions[0])
-    assert len(info["slate_texts"]) == 4
     probs, util = info["choice_probs"], info["utilities"]
     assert probs.shape == util.shape == (4,)
     assert np.isclose(probs.sum(), 1.0)
@@ -117,7 +125,7 @@ def test_slate_texts_are_the_shown_candidates(actions):
 
 
 def test_expected_reward_is_probability_weighted(actions):
-    env = gym.make(ENV_ID, reward="expected")
+    env = gym.make(ENV_ID, reward="expected", expose_user_type=True)
     env.reset(seed=5)
     _, reward, *_, info = env.step(actions[0])
     assert reward == pytest.approx(float(info["choice_probs"] @ info["utilities"]), rel=1e-5)
@@ -131,13 +139,35 @@ def test_expose_user_type():
     assert info["user_type_name"] == env.unwrapped.world.user_model.type_names[info["user_type"]]
 
 
-def test_repeated_index_is_legal_and_gets_its_own_images():
+@pytest.mark.parametrize("action, shown", [
+    ([3, 3, 3, 3], [3, 0, 1, 2]),
+    ([0, 1, 0, 1], [0, 1, 2, 3]),
+    ([24, 2, 24, 0], [24, 2, 1, 0]),
+    ([7, 8, 9, 10], [7, 8, 9, 10]),
+])
+def test_a_repeated_index_is_legal_and_filled_by_the_documented_rule(action, shown):
     env = gym.make(ENV_ID)
-    env.reset(seed=6)
-    obs, *_ = env.step(np.array([3, 3, 3, 3]))
-    imgs = obs["history_slate_images"][0]
-    assert not np.allclose(imgs[0], imgs[1])
-    np.testing.assert_allclose(obs["history_slate_prompts"][0][0], obs["history_slate_prompts"][0][3])
+    _, info0 = env.reset(seed=6)
+    obs, *_, info = env.step(np.array(action))
+    assert info["slate"].tolist() == shown
+    assert list(info["slate_texts"]) == [info0["candidate_texts"][i] for i in shown]
+    np.testing.assert_allclose(obs["history_slate_prompts"][0], obs_candidates(env, seed=6)[shown])
+
+
+def obs_candidates(env, seed):
+    obs, _ = gym.make(ENV_ID).reset(seed=seed)
+    return obs["candidates"]
+
+
+def test_every_sampled_action_shows_a_set():
+    env = gym.make(ENV_ID)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(40):
+        _, _, done, _, info = env.step(env.action_space.sample())
+        assert len(set(info["slate"].tolist())) == 4
+        if done:
+            env.reset()
 
 
 @pytest.mark.parametrize("action, match", [
@@ -176,11 +206,17 @@ def test_ansi_render_describes_the_turn(actions):
     for shown in info["slate_texts"]:
         assert shown in text
     assert info["categories"][actions[0][0]] in text
+    assert "utility" not in text, "the user's utilities are hidden unless expose_user_type=True"
+    exposed = gym.make(ENV_ID, render_mode="ansi", expose_user_type=True)
+    exposed.reset(seed=0)
+    exposed.step(actions[0])
+    assert "utility" in exposed.render()
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"reward": "best"}, "reward must be one of chosen, expected"),
     ({"slate_size": 0}, "slate_size must be a positive integer"),
+    ({"num_candidates": 5, "slate_size": 6}, "slate_size .6. must not exceed num_candidates .5."),
     ({"num_candidates": 24}, "num_candidates must be 5, 10, 15, 20 or 25"),
     ({"world": "nowhere"}, "unknown world 'nowhere'; registered worlds: synthetic"),
     ({"render_mode": "human"}, "render_mode must be None or 'ansi'"),

@@ -24,7 +24,7 @@ def small_dataset(tmp_path, **extra):
         "pairs": [{"user_id": "u1", "prompt": "a cat", "image_a": "i0", "image_b": "i1", "label": 1.0},
                   {"user_id": "u2", "prompt": "a dog", "image_a": "i2", "image_b": "i3", "label": 0.5}],
         "ratings": [{"user_id": "u1", "prompt": "a cat", "image": "i4", "rating": 7.5}],
-        "choices": [{"user_id": "u2", "trajectory_id": "t", "turn": 0, "prompts": ["a", "b"],
+        "choices": [{"user_id": "u2", "trajectory_id": "t", "turn": 0, "initial_prompt": "a", "prompts": ["a", "b"],
                      "images": [["i5", "i6"], ["i7", "i8"]], "chosen": 1}],
     }
     records.update(extra)
@@ -38,6 +38,7 @@ def test_round_trip(tmp_path):
     assert data.users == ("u1", "u2") and data.true_types.tolist() == [0, 1]
     assert data.type_names == ("cats", "dogs")
     assert data.choices["image"].shape == (1, 2, 2) and data.choices["chosen"].tolist() == [1]
+    assert data.choices["request"].tolist() == [data.choices["prompt"][0, 0]]  # the request "a"
     assert data.pairs["label"].tolist() == [1.0, 0.5]
     # "a dog" had no precomputed embedding: the static text encoder embedded it.
     dog = data.prompt_emb[data.pairs["prompt"][1]]
@@ -58,11 +59,11 @@ def test_round_trip(tmp_path):
      "ratings.jsonl:2: field 'rating' should be float, got str"),
     ("ratings", json.dumps({"user_id": "u", "prompt": "p", "image": "nope", "rating": 1}),
      "ratings.jsonl:2: image 'nope' has no embedding"),
-    ("choices", json.dumps({"user_id": "u", "trajectory_id": "t", "turn": 1, "prompts": ["a", "b", "c"],
-                            "images": [["i0"], ["i1"], ["i2"]], "chosen": 0}),
+    ("choices", json.dumps({"user_id": "u", "trajectory_id": "t", "turn": 1, "initial_prompt": "a",
+                            "prompts": ["a", "b", "c"], "images": [["i0"], ["i1"], ["i2"]], "chosen": 0}),
      r"choices.jsonl:2: slate of 3 prompts x 1 images, but earlier records have 2 x 2"),
-    ("choices", json.dumps({"user_id": "u", "trajectory_id": "t", "turn": 1, "prompts": ["a", "b"],
-                            "images": [["i0", "i1"], ["i2", "i3"]], "chosen": 5}),
+    ("choices", json.dumps({"user_id": "u", "trajectory_id": "t", "turn": 1, "initial_prompt": "a",
+                            "prompts": ["a", "b"], "images": [["i0", "i1"], ["i2", "i3"]], "chosen": 5}),
      "choices.jsonl:2: chosen index 5 is out of range 0..1"),
 ])
 def test_malformed_records_name_file_and_line(tmp_path, kind, line, match):

@@ -72,3 +72,37 @@ def test_default_world_uses_the_em_trained_checkpoint():
     assert isinstance(model, TrunkHeadsUserModel) and model.dim == 64
     assert sorted(model.type_names) == sorted(planted_user_model().type_names)
     assert model.info["train_records"] == {"pairs": 40000, "ratings": 20000, "choices": 40000}
+
+
+@pytest.mark.parametrize("model", [default_user_model, planted_user_model], ids=["em-trained", "planted"])
+def test_images_faithful_to_the_request_score_higher_than_images_that_drop_it(model):
+    """Users judge images against what they asked for: s(k, p0, I) depends on p0."""
+    from pasta_env.worlds import make_world
+
+    users = model()
+    world = make_world("synthetic")
+    rng = np.random.default_rng(0)
+    requests = world.initial_prompts
+    n = len(requests)
+    p0 = world.space.embed(requests)
+    cands, _ = world.candidates.generate(requests, world.space.compose(requests), rng.random((n, 1), np.float32))
+    k = world.candidates.per_category
+    subject = world.candidates.categories.index("change subject")
+    style = world.candidates.categories.index("change style")
+    dropped = cands[:, subject * k]  # another subject, the rest of the request kept
+    kept = cands[:, style * k]  # the request kept, another style
+
+    def mean_scores(prompts):
+        images = world.images.render(prompts[:, None, :], rng.random((n, 1, 8), np.float32))[:, 0]
+        return users.scores(p0, images).mean(axis=1)  # (n, K)
+
+    faithful, unfaithful = mean_scores(kept), mean_scores(dropped)
+    assert faithful.shape == (n, users.num_types)
+    # On average over types, and for every type on average over requests.
+    assert (faithful - unfaithful).mean() > 1.0
+    assert np.all((faithful - unfaithful).mean(axis=0) > 0)
+    # The same image is worth more to the user who asked for it than to one who asked for something else.
+    images = world.images.render(requests[:, None, :], rng.random((n, 1, 4), np.float32))[:, 0]
+    own = users.scores(p0, images).mean(axis=(1, 2))
+    other = users.scores(p0[rng.permutation(n)], images).mean(axis=(1, 2))
+    assert own.mean() > other.mean() + 1.0
