@@ -12,7 +12,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from pathlib import Path
 from typing import cast
 
 from simulators.errors import PastaError
@@ -38,10 +40,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     names = [a.strip() for a in args.agents.split(",") if a.strip()]
     unknown = [n for n in names if n not in AGENTS]
-    if unknown:
-        print(f"pasta evaluate: unknown agent {unknown[0]!r}; known agents: {', '.join(sorted(AGENTS))}",
-              file=sys.stderr)
-        return 2
+    if unknown or not names:
+        problem = f"unknown agent {unknown[0]!r}" if unknown else "--agents names no agent"
+        raise ValueError(f"{problem}; known agents: {', '.join(sorted(AGENTS))}")
+    _positive(episodes=args.episodes, num_envs=args.num_envs)
+    _outputs(json=args.json, plot=args.plot)
     result = evaluate(names, episodes=args.episodes, seed=args.seed, prompts=args.prompts,
                       num_envs=args.num_envs, progress=not args.quiet, reward=args.reward)
     s = result.settings
@@ -75,6 +78,8 @@ def cmd_validate_world(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown world {args.world!r}; registered worlds: {', '.join(world_names())}")
     if args.episodes < 2:
         raise ValueError(f"--episodes must be at least 2 (confidence intervals need two), got {args.episodes}")
+    _positive(num_envs=args.num_envs)
+    _outputs(json=args.json)
     report = world_validity.run(args.world, args.prompts, args.episodes, args.seed, args.num_envs,
                                 progress=not args.quiet)
     print(world_validity.markdown(report))
@@ -111,6 +116,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the throughput benchmark."""
     from benchmarks import throughput
 
+    _positive(steps=args.steps)
+    _outputs(json=args.json)
     throughput.main(["--steps", str(args.steps), "--json", args.json])
     return 0
 
@@ -122,7 +129,7 @@ def cmd_make_synthetic_data(args: argparse.Namespace) -> int:
     cfg = SyntheticDataConfig(num_types=args.k, users=args.users, test_users=args.test_users,
                               pairs_per_user=args.pairs_per_user, ratings_per_user=args.ratings_per_user,
                               trajectories_per_user=args.trajectories_per_user, seed=args.seed)
-    summary = generate(args.out, cfg, progress=not args.quiet)
+    summary = generate(args.out, cfg, progress=not args.quiet, overwrite=args.overwrite)
     for split, counts in summary["splits"].items():
         print(f"{args.out}/{split}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     print(f"planted model: {args.out}/planted_model.npz (types: {', '.join(summary['type_names'])})")
@@ -139,18 +146,23 @@ def cmd_train_user_model(args: argparse.Namespace) -> int:
     """Train the user model by mini-batch EM and write a checkpoint."""
     from simulators.atomic import write_json
     from simulators.em import EMConfig, train_user_model
+    from simulators.files import WriteLock
     from simulators.preference_data import read_dataset
 
-    _torch_threads(args.threads)
-    data = read_dataset(args.data)
-    print(f"{args.data}: {data.num_users} users, " + ", ".join(f"{v} {k}" for k, v in data.counts().items()))
+    _positive(threads=args.threads)
+    _outputs(out=args.out, json=args.json)
     cfg = EMConfig(num_types=args.k, hidden=args.hidden, aggregation=args.aggregation, epochs=args.epochs,
                    users_per_batch=args.users_per_batch, lr=args.lr, num_inits=args.inits,
                    pair_weight=args.weights[0], rating_weight=args.weights[1], choice_weight=args.weights[2],
                    seed=args.seed, device=args.device)
-    state = None if args.no_resume else f"{args.out}.state"
-    model, history = train_user_model(data, cfg, progress=not args.quiet, checkpoint=state)
-    model.save(args.out)
+    _torch_threads(args.threads)
+    data = read_dataset(args.data)
+    print(f"{args.data}: {data.num_users} users, " + ", ".join(f"{v} {k}" for k, v in data.counts().items()))
+    state = Path(f"{args.out}.state")
+    with WriteLock(args.out):
+        if args.no_resume and state.is_file():
+            state.unlink()
+        model, history = train_user_model(data, cfg, progress=not args.quiet, checkpoint=state, out=args.out)
     ll = [h["log_likelihood_per_record"] for h in history]
     print(f"log-likelihood per record: {ll[0]:.4f} -> {ll[-1]:.4f} in {model.info['train_seconds']} s")
     print("types: " + ", ".join(f"{n} ({p:.2f})" for n, p in zip(model.type_names, model.prior)))
@@ -167,6 +179,9 @@ def cmd_eval_user_model(args: argparse.Namespace) -> int:
     from simulators.user_model_eval import evaluate_user_model
     from simulators.user_model_io import load_user_model
 
+    if not 0.0 < args.context_fraction < 1.0:
+        raise ValueError(f"--context-fraction must be between 0 and 1 (exclusive), got {args.context_fraction}")
+    _outputs(json=args.json)
     model = load_user_model(args.model)
     data = read_dataset(args.data)
     metrics = evaluate_user_model(model, data, context_fraction=args.context_fraction, seed=args.seed)
@@ -181,7 +196,10 @@ def cmd_eval_user_model(args: argparse.Namespace) -> int:
 def cmd_user_model_sweep(args: argparse.Namespace) -> int:
     """Accuracy and held-out log-likelihood against K (markdown, JSON, plot)."""
     from benchmarks import user_model_sweep
+    from simulators.files import check_output_file
 
+    _positive(threads=args.threads)
+    check_output_file(Path(args.out) / "sweep.json", "--out")
     _torch_threads(args.threads)
     argv = ["--k", args.k, "--data", args.data, "--out", args.out]
     argv += ["--test", args.test] if args.test else []
@@ -194,11 +212,16 @@ def cmd_user_model_sweep(args: argparse.Namespace) -> int:
 def cmd_import_preferences(args: argparse.Namespace) -> int:
     """Convert a public preference dataset (Pick-a-Pic, HPD v2, Simulacra) to the documented format."""
     from simulators.adapters import ADAPTERS
+    from simulators.files import WriteLock, claim_output_dir
 
     kwargs = {"image_embeddings": args.image_embeddings}
     if args.image_root and args.format != "pick-a-pic":
         kwargs["image_root"] = args.image_root
-    summary = ADAPTERS[args.format](args.input, args.out, **kwargs)
+    identity = {"command": "import-preferences", "format": args.format, "input": str(Path(args.input).resolve()),
+                "image_embeddings": str(Path(args.image_embeddings).resolve())}
+    with WriteLock(args.out):
+        claim_output_dir(args.out, identity, args.overwrite)
+        summary = ADAPTERS[args.format](args.input, args.out, **kwargs)
     print(f"wrote {args.out}: " + ", ".join(f"{v} {k}" for k, v in summary["written"].items())
           + f" from {summary['users']} users; skipped: "
           + (", ".join(f"{v} ({k})" for k, v in summary["skipped"].items()) or "none"))
@@ -206,18 +229,46 @@ def cmd_import_preferences(args: argparse.Namespace) -> int:
 
 
 def _weights(text: str) -> tuple[float, float, float]:
-    parts = [float(x) for x in text.split(",")]
-    if len(parts) != 3 or min(parts) < 0:
-        raise argparse.ArgumentTypeError("--weights takes three non-negative numbers: pairs,ratings,choices")
+    message = "--weights takes three non-negative numbers: pairs,ratings,choices"
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if len(parts) != 3 or min(parts) < 0 or not all(math.isfinite(p) for p in parts):
+        raise argparse.ArgumentTypeError(message)
     return parts[0], parts[1], parts[2]
+
+
+def _positive(**values: int) -> None:
+    """Raise a ValueError naming the first option that is not a positive integer."""
+    for name, value in values.items():
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def _outputs(**paths: str | None) -> None:
+    """Check output files before the work starts (a folder, an unwritable place)."""
+    from simulators.files import check_output_file
+
+    for name, path in paths.items():
+        if path:
+            check_output_file(path, f"--{name}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem, and where to read more."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pasta``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pasta", description="pasta-t2i: evaluate slate policies, train and evaluate user simulators, "
         "generate preference data, run benchmarks.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name, func):
         p = sub.add_parser(name, help=func.__doc__, description=func.__doc__,
@@ -265,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--trajectories-per-user", type=int, default=4, help="episodes of 5 choices per user")
     mk.add_argument("--seed", type=int, default=0, help="seed of everything")
     mk.add_argument("--out", required=True, help="folder; train/ and test/ are written in it")
+    mk.add_argument("--overwrite", action="store_true",
+                    help="replace the folder's contents when it holds another run's files")
     mk.add_argument("--quiet", action="store_true", help="no progress bar")
 
     tr = command("train-user-model", cmd_train_user_model)
@@ -282,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     tr.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     tr.add_argument("--seed", type=int, default=0, help="seed of initialisation and batching")
-    tr.add_argument("--no-resume", action="store_true", help="ignore and overwrite OUT.state")
+    tr.add_argument("--no-resume", action="store_true",
+                    help="start over: delete OUT.state (the resume state of an interrupted run)")
     tr.add_argument("--json", default=None, help="write the training history here")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -313,17 +367,37 @@ def build_parser() -> argparse.ArgumentParser:
                      help="precomputed image embeddings: .npz with arrays 'keys' (image ids) and 'emb'")
     imp.add_argument("--image-root", default=None, help="folder the image paths are relative to")
     imp.add_argument("--out", required=True, help="dataset folder to write")
+    imp.add_argument("--overwrite", action="store_true",
+                     help="replace the folder's contents when it holds another run's files")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``pasta`` console script."""
+    """Entry point of the ``pasta`` console script.
+
+    Every failure prints one line naming the problem and returns 2 (130 on
+    Ctrl-C); ``pasta --debug ...`` shows the traceback instead.
+    """
     args = build_parser().parse_args(argv)
     _threads()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, PastaError) as exc:
-        print(f"pasta {args.command}: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"pasta {args.command}: interrupted; rerun the same command to continue where it can",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for the user; --debug shows the traceback
+        if args.debug:
+            raise
+        expected = isinstance(exc, (PastaError, ValueError, OSError, ImportError))
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+        if not expected:
+            text = f"unexpected {type(exc).__name__}: {text} (rerun with pasta --debug for the traceback)"
+        print(f"pasta {args.command}: {text}", file=sys.stderr)
         return 2
 
 

@@ -140,12 +140,30 @@ def _choices(world: World, types: np.ndarray, uids: list[str], cfg, rng, out: _C
 
 
 def generate(out_dir: str | os.PathLike, config: SyntheticDataConfig = SyntheticDataConfig(),
-             progress: bool = True) -> dict:
+             progress: bool = True, overwrite: bool = False) -> dict:
     """Write planted synthetic data to ``out_dir/train`` (and ``out_dir/test``).
+
+    The output is deterministic given ``config``. ``out_dir`` is claimed for
+    this run (:func:`simulators.files.claim_output_dir`): a folder holding
+    another run's files is refused unless ``overwrite``, a rerun with the
+    same settings (e.g. after an interrupt) redoes the work into the same
+    files, and a second process writing the same folder is refused.
+    ``summary.json`` is written last: its presence marks a finished run.
 
     Returns:
         A summary: record counts per split, the planted model's settings.
     """
+    from simulators.files import WriteLock, claim_output_dir
+
+    with WriteLock(out_dir):
+        claim_output_dir(out_dir, {"command": "make-synthetic-data", "config": asdict(config)}, overwrite)
+        summary_path = Path(out_dir) / "summary.json"
+        if summary_path.is_file():
+            summary_path.unlink()  # rewritten when this run finishes
+        return _generate(out_dir, config, progress)
+
+
+def _generate(out_dir: str | os.PathLike, config: SyntheticDataConfig, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     rng = np.random.default_rng(config.seed)
@@ -170,6 +188,6 @@ def generate(out_dir: str | os.PathLike, config: SyntheticDataConfig = Synthetic
                       dict(zip(uids_all, types_all.tolist())), users.type_names)
         summary["splits"][split] = {"users": n_users, **{k: len(v) for k, v in out.records.items()}}
     bar.close()
-    write_json(Path(out_dir) / "summary.json", summary)
     users.save(Path(out_dir) / "planted_model.npz")
+    write_json(Path(out_dir) / "summary.json", summary)
     return summary

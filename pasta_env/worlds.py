@@ -99,16 +99,23 @@ def read_prompts(source: PromptsArg) -> list[str]:
 
     Raises:
         ValueError: The list or file holds no prompt, a table lacks a
-            ``Prompt`` column, or an entry is not a string.
+            ``Prompt`` column, an entry is not a string, the path is a
+            folder, or the file is not UTF-8.
         FileNotFoundError: The path does not exist.
     """
     if source is None:
         raise ValueError("prompts is None; give a list of strings or a file")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if path.is_dir():
+            raise ValueError(f"prompt file {str(path)!r} is a folder; give a text, CSV or TSV file")
         if not path.is_file():
             raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
-        texts = _read_prompt_file(path)
+        try:
+            texts = _read_prompt_file(path)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"prompt file {str(path)!r} is not UTF-8 text (byte {exc.start}: "
+                             f"{exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8") from exc
         where = f"prompt file {str(path)!r}"
     else:
         texts = list(source)

@@ -37,6 +37,7 @@ import numpy as np
 
 from simulators.atomic import write_json
 from simulators.errors import DependencyNotInstalled
+from simulators.files import read_npz
 from simulators.preference_data import DataError, write_dataset
 
 Encoder = Callable[[Sequence], np.ndarray]
@@ -84,11 +85,12 @@ def _load_table(table) -> dict[str, np.ndarray]:
     if isinstance(table, Mapping):
         return {str(k): np.asarray(v, np.float32) for k, v in table.items()}
     path = Path(table)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {str(k): v.astype(np.float32) for k, v in zip(data["keys"], data["emb"])}
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{path}: expected an .npz with arrays 'keys' and 'emb' ({exc})") from exc
+    data = read_npz(path, "an image-embedding table", required=("keys", "emb"), finite=("emb",), error=DataError,
+                    fix="expected an .npz with arrays 'keys' (image ids) and 'emb' (one row each)")
+    if len(data["keys"]) != len(data["emb"]) or data["emb"].ndim != 2:
+        raise DataError(f"{path}: {len(data['keys'])} keys but emb of shape {data['emb'].shape}; "
+                        "expected one embedding row per key")
+    return {str(k): v.astype(np.float32) for k, v in zip(data["keys"], data["emb"])}
 
 
 def _rows(source) -> Iterable[tuple[str, dict]]:

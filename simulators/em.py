@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from simulators.errors import DependencyNotInstalled
+from simulators.files import FileFormatError, code_version, fingerprint
 from simulators.neural_user_model import TrunkHeadsUserModel
 from simulators.preference_data import PreferenceData
 from simulators.user_model import AGGREGATIONS
@@ -100,6 +101,10 @@ class EMConfig:
                              f"got {self.aggregation!r}")
         if self.rating_noise <= 0 or self.num_inits < 1 or self.init_epochs < 0:
             raise ValueError("rating_noise must be > 0, num_inits >= 1 and init_epochs >= 0")
+
+
+#: Marks a resume state written by this trainer (the file holds tensors and plain data only).
+STATE_FORMAT = "pasta-em-state-1"
 
 
 class TorchUserModel(nn.Module):
@@ -216,19 +221,23 @@ class EMTrainer:
                  checkpoint: str | os.PathLike | None = None):
         if len(data) == 0:
             raise ValueError("the training data holds no record")
+        check_device(config.device)
         self.data, self.config = data, config
         self.tensors = _Tensors(data, config.device)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.history: list[dict] = []
+        #: What a resume state must match: the data, the settings and the code.
+        self.identity = {"data": data_fingerprint(data), "config": asdict(config), "code_version": code_version()}
 
     def _new_model(self, seed: int) -> tuple[TorchUserModel, torch.optim.Optimizer]:
-        torch.manual_seed(seed)
         c = self.config
-        model = TorchUserModel(self.data.dim, c.num_types, c.hidden, c.aggregation)
-        with torch.no_grad():  # each type starts as a random taste direction of norm init_scale
-            d = self.data.dim
-            w = torch.randn(c.num_types, d)
-            model.heads.weight[:, :d] = c.init_scale * w / w.norm(dim=1, keepdim=True)
+        with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's torch RNG
+            torch.manual_seed(seed)
+            model = TorchUserModel(self.data.dim, c.num_types, c.hidden, c.aggregation)
+            with torch.no_grad():  # each type starts as a random taste direction of norm init_scale
+                d = self.data.dim
+                w = torch.randn(c.num_types, d)
+                model.heads.weight[:, :d] = c.init_scale * w / w.norm(dim=1, keepdim=True)
         model = model.to(c.device)
         return model, torch.optim.Adam(model.parameters(), lr=c.lr)
 
@@ -318,18 +327,33 @@ class EMTrainer:
             return
         from simulators.atomic import atomic_path
 
-        state = {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
-                 "history": self.history, "config": asdict(self.config), "rng": rng.bit_generator.state}
+        state = {"format": STATE_FORMAT, "identity": self.identity, "model": model.state_dict(),
+                 "opt": opt.state_dict(), "epoch": epoch, "history": self.history,
+                 "rng": rng.bit_generator.state}
         with atomic_path(self.checkpoint, suffix=".tmp") as tmp:
             torch.save(state, tmp)
 
     def _load_state(self):
-        if self.checkpoint is None or not self.checkpoint.is_file():
+        """The resume state, loaded without unpickling code and checked against this run."""
+        path = self.checkpoint
+        if path is None or not path.exists():
             return None
-        state = torch.load(self.checkpoint, map_location=self.config.device, weights_only=False)
-        if state.get("config") != asdict(self.config):
-            raise ValueError(f"{self.checkpoint} was written with other settings; delete it or "
-                             "train with the same settings to resume")
+        fix = "delete it or rerun with --no-resume to start over"
+        if path.is_dir():
+            raise FileFormatError(f"resume state {str(path)!r} is a folder; {fix}")
+        try:
+            state = torch.load(path, map_location=self.config.device, weights_only=True)
+        except Exception as exc:  # truncated, foreign, or a pickle with code: never executed
+            raise FileFormatError(f"{path}: not a training resume state ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200]}); {fix}") from exc
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise FileFormatError(f"{path}: not a training resume state of this version; {fix}")
+        theirs = state.get("identity", {})
+        for key, what in (("data", "other training data"), ("config", "other settings"),
+                          ("code_version", "another pasta-t2i version")):
+            if theirs.get(key) != self.identity[key]:
+                raise FileFormatError(f"{path} belongs to a run with {what}; rerun with the same arguments "
+                                      f"to resume it, or with --no-resume to start over")
         return state
 
     def fit(self, progress: bool = True) -> TorchUserModel:
@@ -404,15 +428,20 @@ def name_types(posterior: np.ndarray, true_types: np.ndarray | None, names: tupl
 
 def train_user_model(data: PreferenceData, config: EMConfig = EMConfig(), progress: bool = True,
                      checkpoint: str | os.PathLike | None = None,
-                     true_type_names: tuple[str, ...] = ()) -> tuple[TrunkHeadsUserModel, list[dict]]:
+                     true_type_names: tuple[str, ...] = (),
+                     out: str | os.PathLike | None = None) -> tuple[TrunkHeadsUserModel, list[dict]]:
     """Train by EM and return the numpy model and the training history.
 
     Args:
         data: Training records.
         config: Model and training settings.
         progress: Show a progress bar.
-        checkpoint: Resumable training state; removed when training finishes.
+        checkpoint: Resumable training state, written after every epoch and
+            resumed from when it matches this run (data, settings, code).
         true_type_names: Names of the data's true types, used to name learned types.
+        out: Where to save the model. The resume state is removed only
+            after the model is safely written there, so a failure at the end
+            loses nothing; without ``out`` the state is kept.
     """
     trainer = EMTrainer(data, config, checkpoint)
     t0 = time.perf_counter()
@@ -423,6 +452,30 @@ def train_user_model(data: PreferenceData, config: EMConfig = EMConfig(), progre
     info = {"config": asdict(config), "train_records": data.counts(), "train_users": data.num_users,
             "train_log_likelihood_per_record": ll, "rating_noise": config.rating_noise,
             "train_seconds": round(time.perf_counter() - t0, 2)}
-    if trainer.checkpoint is not None and trainer.checkpoint.is_file():
-        trainer.checkpoint.unlink()
-    return model.to_numpy(names, info), trainer.history
+    result = model.to_numpy(names, info)
+    if out is not None:
+        result.save(out)
+        if trainer.checkpoint is not None and trainer.checkpoint.is_file():
+            trainer.checkpoint.unlink()
+    return result, trainer.history
+
+
+def check_device(device: str) -> None:
+    """Raise a clear ``ValueError`` unless torch can use ``device`` here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown torch device {device!r}; use cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+                         "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+
+
+def data_fingerprint(data: PreferenceData) -> str:
+    """A short hash of every record and embedding of ``data`` (what a resume must match)."""
+    arrays = [data.prompt_emb, data.image_emb]
+    for kind in ("pairs", "ratings", "choices"):
+        arrays += [v for _, v in sorted(getattr(data, kind).items())]
+    return fingerprint(arrays)

@@ -24,9 +24,11 @@ import numpy as np
 
 from simulators.atomic import atomic_path
 from simulators.errors import AssetError, ShapeError
+from simulators.files import read_npz
 from simulators.user_model import UserModel
 
 FORMAT = "pasta-user-model"
+TRAIN_HINT = "train one with `pasta train-user-model`"
 VERSION = 1
 ARRAYS = ("trunk_w", "trunk_b", "head_w", "head_b", "prior")
 
@@ -84,19 +86,30 @@ class TrunkHeadsUserModel(UserModel):
         """Hidden units of the trunk."""
         return int(self.trunk_w.shape[0])
 
-    def _hidden(self, prompts: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _hidden(self, prompts: np.ndarray, images: np.ndarray, flat: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(agree, hidden)``: ``p * I`` and the trunk's hidden units, ``(..., M, d)`` and ``(..., M, h)``.
 
-        The matrix products run on the images flattened to 2-D: one BLAS call
-        instead of a stack of tiny ``(M, d) @ (d, h)`` products.
+        Args:
+            prompts: ``(..., d)`` requests.
+            images: ``(..., M, d)`` images.
+            flat: Run the products on the images flattened to 2-D: one BLAS
+                call instead of a stack of tiny ``(M, d) @ (d, h)`` products,
+                much faster for large batches, but the rounding of a row then
+                depends on the batch size. The environment uses the stacked
+                form, so a user's scores do not depend on how many users are
+                simulated with it (single env == vector env, bit for bit).
         """
         agree = images * prompts[..., None, :]
-        d = images.shape[-1]
-        hid = images.reshape(-1, d) @ self._w_img
-        hid += agree.reshape(-1, d) @ self._w_agree
+        if not flat:
+            hid = images @ self._w_img
+            hid += agree @ self._w_agree
+        else:
+            d = images.shape[-1]
+            hid = (images.reshape(-1, d) @ self._w_img).reshape(*images.shape[:-1], -1)
+            hid += (agree.reshape(-1, d) @ self._w_agree).reshape(hid.shape)
         hid += self.trunk_b
         np.maximum(hid, 0.0, out=hid)
-        return agree, hid.reshape(*images.shape[:-1], -1)
+        return agree, hid
 
     def features(self, prompts: np.ndarray, images: np.ndarray) -> np.ndarray:
         """``(..., M, 2d + h)`` shared features ``[I, p * I, hidden]`` of images ``(..., M, d)``."""
@@ -104,7 +117,7 @@ class TrunkHeadsUserModel(UserModel):
         return np.concatenate([images, agree, hid], axis=-1)
 
     def _scores(self, prompts, images):
-        agree, hid = self._hidden(prompts, images)
+        agree, hid = self._hidden(prompts, images, flat=True)
         d, h = images.shape[-1], hid.shape[-1]
         s = images.reshape(-1, d) @ self._a.T
         s += agree.reshape(-1, d) @ self._c.T
@@ -144,18 +157,15 @@ class TrunkHeadsUserModel(UserModel):
                 arrays, or a dimension other than ``dim``; the message says which.
         """
         path = Path(path)
-        if not path.is_file():
-            raise AssetError(f"user-model checkpoint {str(path)!r} does not exist; train one with "
-                             "`pasta train-user-model`")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise AssetError(f"{path}: not a user-model checkpoint (cannot read it as .npz: {exc})") from exc
+        arrays = read_npz(path, "a user-model checkpoint", fix=TRAIN_HINT, error=AssetError,
+                          finite=("trunk_w", "trunk_b", "head_w", "head_b", "prior"))
         if "header" not in arrays:
             raise AssetError(f"{path}: not a user-model checkpoint (no header)")
-        header = json.loads(str(arrays["header"]))
-        if header.get("format") != FORMAT:
+        try:
+            header = json.loads(str(arrays["header"]))
+        except ValueError as exc:
+            raise AssetError(f"{path}: not a user-model checkpoint (unreadable header)") from exc
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise AssetError(f"{path}: not a user-model checkpoint (format {header.get('format')!r})")
         if header.get("version") != VERSION:
             raise AssetError(f"{path}: checkpoint version {header.get('version')} is not supported "

@@ -35,6 +35,7 @@ import numpy as np
 
 from simulators.atomic import atomic_path
 from simulators.errors import PastaError
+from simulators.files import read_npz
 
 KINDS = ("pairs", "ratings", "choices")
 FIELDS = {
@@ -142,11 +143,15 @@ def _empty(kind: str, slate: tuple[int, int] = (0, 0)) -> dict[str, np.ndarray]:
 
 def _read_jsonl(path: Path, kind: str) -> Iterable[tuple[int, dict]]:
     fields = FIELDS[kind]
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            where = f"{path}:{line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{where}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from exc
             if not line.strip():
                 continue
-            where = f"{path}:{line_no}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -197,6 +202,9 @@ def read_dataset(folder: str | os.PathLike,
         DataError: A malformed record or a missing embedding (file and line named).
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise DataError(f"{str(folder)!r} is a file; give the dataset folder that holds pairs.jsonl, "
+                        "ratings.jsonl or choices.jsonl")
     if not folder.is_dir():
         raise FileNotFoundError(f"dataset folder {str(folder)!r} does not exist")
     files = {k: folder / f"{k}.jsonl" for k in KINDS}
@@ -273,22 +281,23 @@ def _to_arrays(kind: str, rows: list, slate: tuple[int, int]) -> dict[str, np.nd
 
 
 def _load_embeddings(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    if not path.is_file():
+    if not path.exists():
         return {"prompt": {}, "image": {}}
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            out = {}
-            for kind in ("prompt", "image"):
-                keys = data[f"{kind}_keys"] if f"{kind}_keys" in data.files else np.zeros(0, str)
-                emb = data[f"{kind}_emb"] if f"{kind}_emb" in data.files else np.zeros((0, 1))
-                if len(keys) != len(emb):
-                    raise DataError(f"{path}: {len(keys)} {kind}_keys but {len(emb)} {kind}_emb rows")
-                out[kind] = {"keys": keys, "emb": emb}
-            return out
-    except (OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{path}: cannot read embeddings ({exc}); write it with write_dataset()") from exc
+    data = read_npz(path, "a dataset's embeddings file", fix="write it with write_dataset()",
+                    finite=("prompt_emb", "image_emb"), error=DataError)
+    out = {}
+    for kind in ("prompt", "image"):
+        keys = data.get(f"{kind}_keys", np.zeros(0, str))
+        emb = data.get(f"{kind}_emb", np.zeros((0, 1)))
+        if len(keys) != len(emb) or emb.ndim != 2:
+            raise DataError(f"{path}: {len(keys)} {kind}_keys but {kind}_emb of shape {emb.shape}; "
+                            "expected one embedding row per key")
+        out[kind] = {"keys": keys, "emb": emb}
+    dims = {kind: out[kind]["emb"].shape[1] for kind in out if len(out[kind]["keys"])}
+    if len(set(dims.values())) > 1:
+        raise DataError(f"{path}: prompt embeddings are {dims['prompt']}-d but image embeddings "
+                        f"{dims['image']}-d; embed both with one model (e.g. CLIP's text and image towers)")
+    return out
 
 
 def _lookup(keys: list[str], table: dict) -> tuple[np.ndarray | None, list[int]]:

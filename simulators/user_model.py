@@ -230,15 +230,18 @@ class TasteUserModel(UserModel):
     @classmethod
     def load(cls, path: str | os.PathLike) -> TasteUserModel:
         """Read a model written by :meth:`save`."""
+        from simulators.files import read_npz
+
+        data = read_npz(path, "a taste user model", required=("meta", "prior", "tastes", "bias"),
+                        finite=("prior", "tastes", "bias"), fix="write one with .save()", error=AssetError)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                if meta.get("kind") != "taste":
-                    raise AssetError(f"{path}: not a taste user model (kind {meta.get('kind')!r})")
-                return cls(prior=data["prior"], temperature=meta["temperature"],
-                           aggregation=meta["aggregation"], type_names=tuple(meta["type_names"]),
-                           tastes=data["tastes"], scale=meta["scale"], intent=meta["intent"],
-                           bias=data["bias"])
-        except (OSError, KeyError, ValueError) as exc:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("kind") != "taste":
+                raise AssetError(f"{path}: not a taste user model (kind {meta.get('kind')!r})")
+            return cls(prior=data["prior"], temperature=meta["temperature"],
+                       aggregation=meta["aggregation"], type_names=tuple(meta["type_names"]),
+                       tastes=data["tastes"], scale=meta["scale"], intent=meta["intent"],
+                       bias=data["bias"])
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise AssetError(f"{path}: cannot read a user model ({exc}); write one with .save()") from exc
 

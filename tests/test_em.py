@@ -110,7 +110,7 @@ def test_interrupted_training_resumes_to_the_same_model(planted, tmp_path, monke
     assert [h["epoch"] for h in trainer.history if "epoch" in h] == [1, 2, 3, 4]
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b)
-    with pytest.raises(ValueError, match="written with other settings"):
+    with pytest.raises(ValueError, match="belongs to a run with other settings"):
         EMTrainer(data, EMConfig(num_types=3), checkpoint=state).fit(progress=False)
 
 

@@ -54,7 +54,7 @@ def test_save_load_round_trip(tmp_path):
 def test_corrupt_checkpoint_is_named(tmp_path):
     path = tmp_path / "bad.npz"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(AssetError, match="bad.npz: cannot read a user model"):
+    with pytest.raises(AssetError, match=r"bad.npz: not a taste user model \(not an .npz archive\)"):
         TasteUserModel.load(path)
 
 
