@@ -191,9 +191,13 @@ def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
                 "prompts": prompt_source, **config.to_dict()}
     result = EvaluationResult(settings)
     bar = _progress(len(players) * episodes, progress)
-    for name, player in zip(names, players):
-        result.agents[name] = _play(player, name, episodes, seed, num_envs, env_for, bar)
-    bar.close()
+    try:
+        for name, player in zip(names, players):
+            result.agents[name] = _play(player, name, episodes, seed, num_envs, env_for, bar)
+    finally:
+        bar.close()
+        for env in envs.values():
+            env.close()  # stops the worker threads of sharded envs
     result.elapsed_s = time.perf_counter() - start
     return result
 

@@ -22,7 +22,6 @@ random numbers) and checks:
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -34,7 +33,6 @@ from agents.model_based import BayesAgent, OracleAgent, candidate_utilities
 from pasta_env.config import EnvConfig
 from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
 from pasta_env.worlds import World
-from simulators.atomic import write_json
 
 AGENTS = ("random", "lmm", "popular", "greedy", "bayes", "planner", "oracle")
 #: (better, worse): each must win beyond its paired 95% CI.
@@ -187,19 +185,12 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: print the report, optionally write JSON."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--world", default="synthetic")
-    p.add_argument("--prompts", default=None)
-    p.add_argument("--episodes", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    report = run(args.world, args.prompts, args.episodes, args.seed)
-    print(markdown(report))
-    if args.json:
-        write_json(args.json, report)
-    return 0 if report["passed"] else 1
+    """``python -m benchmarks.world_validity ARGS`` is ``pasta validate-world ARGS``."""
+    import sys
+
+    from pasta_cli.main import main as pasta
+
+    return pasta(["validate-world", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

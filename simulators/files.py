@@ -109,7 +109,7 @@ class WriteLock:
             self._fh.close()
             self._fh = None
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise BusyError(f"another pasta process is writing {str(self.path)[:-5]!r} (it holds "
+                raise BusyError(f"another process is writing {str(self.path)[:-5]!r} (it holds "
                                 f"{str(self.path)!r}); wait for it to finish or choose another output") from exc
             raise
         return self

@@ -241,7 +241,7 @@ def test_a_second_writer_is_refused(tmp_path, small_data, capsys):
     out = tmp_path / "busy"
     with WriteLock(out):
         assert main(["make-synthetic-data", *SMALL, "--out", str(out)]) == 2
-        assert "another pasta process is writing" in capsys.readouterr().err
+        assert "another process is writing" in capsys.readouterr().err
         model = tmp_path / "m.npz"
         with WriteLock(model):
             with pytest.raises(BusyError):
