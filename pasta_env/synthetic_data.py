@@ -61,6 +61,16 @@ class SyntheticDataConfig:
     rating_noise: float = 1.0
     seed: int = 0
 
+    def __post_init__(self):
+        for name in ("num_types", "users"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("test_users", "pairs_per_user", "ratings_per_user", "trajectories_per_user"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.tie_prob <= 1 or not self.tie_margin >= 0 or not self.rating_noise >= 0:
+            raise ValueError("tie_prob must be in [0, 1], tie_margin and rating_noise >= 0")
+
 
 class _Collector:
     """Accumulates records, image embeddings and prompt embeddings."""

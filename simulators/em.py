@@ -94,13 +94,22 @@ class EMConfig:
     device: str = "cpu"
 
     def __post_init__(self):
-        if self.num_types < 1 or self.hidden < 0 or self.epochs < 1 or self.users_per_batch < 1:
-            raise ValueError("num_types, epochs and users_per_batch must be >= 1 and hidden >= 0")
+        for name in ("num_types", "epochs", "users_per_batch", "num_inits"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("hidden", "init_epochs", "revive_below", "pair_weight", "rating_weight", "choice_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "rating_noise", "init_scale"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if not 0 < self.prior_step <= 1:
+            raise ValueError(f"prior_step must be in (0, 1], got {self.prior_step}")
+        if self.pair_weight + self.rating_weight + self.choice_weight <= 0:
+            raise ValueError("at least one of pair_weight, rating_weight and choice_weight must be positive")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, "
                              f"got {self.aggregation!r}")
-        if self.rating_noise <= 0 or self.num_inits < 1 or self.init_epochs < 0:
-            raise ValueError("rating_noise must be > 0, num_inits >= 1 and init_epochs >= 0")
 
 
 #: Marks a resume state written by this trainer (the file holds tensors and plain data only).

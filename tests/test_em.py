@@ -124,6 +124,14 @@ def test_metric_helpers():
 def test_config_errors():
     with pytest.raises(ValueError, match="aggregation must be one of"):
         EMConfig(aggregation="median")
-    with pytest.raises(ValueError, match="rating_noise must be > 0"):
+    with pytest.raises(ValueError, match="rating_noise must be a positive number, got 0"):
         EMConfig(rating_noise=0)
+    with pytest.raises(ValueError, match="lr must be a positive number, got nan"):
+        EMConfig(lr=float("nan"))
+    with pytest.raises(ValueError, match=r"prior_step must be in \(0, 1\], got 2"):
+        EMConfig(prior_step=2)
+    with pytest.raises(ValueError, match="users_per_batch must be at least 1, got 0"):
+        EMConfig(users_per_batch=0)
+    with pytest.raises(ValueError, match="at least one of pair_weight"):
+        EMConfig(pair_weight=0, rating_weight=0, choice_weight=0)
     assert em.name_types(np.eye(2), None, ()) == ("type-0", "type-1")

@@ -279,6 +279,9 @@ def test_claim_output_dir_rules(tmp_path):
     (["train-user-model", "--data", "{tmp}/latin1.txt", "--out", "{tmp}/m.npz"], "is a file; give the dataset"),
     (["train-user-model", "--data", "{tmp}", "--out", "{tmp}/m.npz", "--weights", "1,x,1"], "--weights takes"),
     (["bench", "--steps", "0"], "--steps must be at least 1"),
+    (["make-synthetic-data", "--users", "-3", "--out", "{tmp}/d"], "users must be at least 1, got -3"),
+    (["make-synthetic-data", "--pairs-per-user", "-1", "--out", "{tmp}/d"], "pairs_per_user must be >= 0"),
+    (["train-user-model", "--data", "{tmp}", "--out", "{tmp}/m.npz", "--lr", "0"], "lr must be a positive"),
 ])
 def test_cli_failures_are_one_line_with_exit_status_2(argv, words, tmp_path, capsys):
     (tmp_path / "latin1.txt").write_bytes("un caf\xe9 au lait\n".encode("latin-1"))
