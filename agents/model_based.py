@@ -146,6 +146,13 @@ class _SlateAgent(Agent):
 
     one_per_category = True
     lookahead = False
+    #: Expansions drawn per candidate for the lookahead.
+    samples = 4
+    #: Candidates looked ahead from: the best ``focus`` by expected utility
+    #: (with the category rule, the best ``focus // 5`` of each category).
+    focus = 15
+    #: Users expanded at once (bounds the lookahead's memory).
+    chunk = 128
 
     def belief(self, obs, info) -> np.ndarray:
         """``(N, K)`` probability of each type."""
@@ -160,13 +167,6 @@ class _SlateAgent(Agent):
             value = util + self.future_values(obs, info, belief, util)
         return best_slates(util, value, belief, users.temperature, obs["candidate_categories"],
                            self.config.slate_size, self.one_per_category)
-
-    #: Expansions drawn per candidate for the lookahead.
-    samples = 4
-    #: Candidates looked ahead from: the best ``focus`` by expected utility
-    #: (with the category rule, the best ``focus // 5`` of each category).
-    focus = 15
-    chunk = 128
 
     def future_values(self, obs, info, belief, util) -> np.ndarray:
         """``(N, K, C)``: each type's value of the next turn if the user picks candidate ``c``.
@@ -187,12 +187,11 @@ class _SlateAgent(Agent):
             return out
         focus = self._focus(np.einsum("nkc,nk->nc", util, belief), obs["candidate_categories"])
         prompts = np.take_along_axis(_candidate_prompts(info), focus[..., None], axis=1)
+        types = np.arange(K)[None, :, None]
         for a in range(0, live.size, self.chunk):
             rows = live[a:a + self.chunk]
-            values = self._expand_values(obs["initial_prompt"][rows], prompts[rows], belief[rows])
-            sub = out[rows]
-            np.put_along_axis(sub, np.broadcast_to(focus[rows][:, None, :], values.shape), values, axis=2)
-            out[rows] = sub
+            values = self._expand_values(obs["initial_prompt"][rows], prompts[rows])  # (n, K, focus)
+            out[rows[:, None, None], types, focus[rows][:, None, :]] = values
         return out
 
     def _focus(self, score: np.ndarray, categories: np.ndarray) -> np.ndarray:
@@ -206,7 +205,7 @@ class _SlateAgent(Agent):
             return np.sort(picks, axis=1)
         return np.sort(np.argsort(-score, axis=1, kind="stable")[:, :self.focus], axis=1)
 
-    def _expand_values(self, request, prompts, belief) -> np.ndarray:
+    def _expand_values(self, request, prompts) -> np.ndarray:
         world, users = self.world, self.world.user_model
         gen, space = world.candidates, world.space
         n, C, S = prompts.shape
@@ -220,7 +219,6 @@ class _SlateAgent(Agent):
         values = myopic_slate_value(util, gen.category_of, self.config.slate_size, users.temperature,
                                     self.one_per_category)  # (n*s*C, K)
         values = values.reshape(n, self.samples, C, -1).mean(axis=1)  # (n, C, K)
-        values *= belief[:, None, :] > 1e-6
         return np.moveaxis(values, -1, 1)
 
 
@@ -292,8 +290,8 @@ class PlannerAgent(BayesAgent):
     candidate generator expands it, and the best next slate is valued for
     each type), averaged over the posterior (the QMDP approximation: types
     are weighted by today's belief). Uses the simulator and the posterior,
-    never the true type. About ``2 * L_C`` times the candidate generation of
-    a step, so slower than ``bayes``.
+    never the true type. Each step expands ``samples * focus`` (60)
+    candidates per user, so it is several times slower than ``bayes``.
     """
 
     name = "planner"
