@@ -2,6 +2,7 @@
 
 Usage::
 
+    pasta bench [--steps 20000] [--json results/throughput.json]
     python -m benchmarks.throughput [--steps 20000] [--json results/throughput.json]
 
 Measures single-env steps/s (through ``gym.make``, resets included), vector
@@ -14,7 +15,6 @@ N = 1024.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import subprocess
 import sys
@@ -77,31 +77,38 @@ def peak_rss_mb(num_envs: int = 1024, steps: int = 60) -> float:
     return round(kb / 1024, 1)
 
 
-def main(argv=None) -> dict:
-    """Run the throughput benchmark; print a table and write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20000, help="steps per measurement")
-    parser.add_argument("--json", default="results/throughput.json", help="where to write the figures")
-    args = parser.parse_args(argv)
+def run(steps: int = 20000, json_path: str | None = "results/throughput.json") -> dict:
+    """Run the throughput benchmark; print a table and write JSON.
+
+    Args:
+        steps: Steps per single-env measurement (vector measurements take 5x).
+        json_path: Where to write the figures (``None``: nowhere).
+    """
     rows = [{"setting": "single env (gym.make)", "num_envs": 1, "threads": 1,
-             "steps_per_s": round(single_env(args.steps)), "target": 10000}]
+             "steps_per_s": round(single_env(steps)), "target": 10000}]
     for n, threads in ((1, 1), (64, 1), (1024, 1), (1024, None)):
         env_threads = default_threads(n) if threads is None else threads
         rows.append({"setting": "vector env", "num_envs": n, "threads": env_threads,
-                     "steps_per_s": round(vector_env(n, args.steps * 5 if n > 1 else args.steps,
-                                                     num_threads=threads)),
+                     "steps_per_s": round(vector_env(n, steps * 5 if n > 1 else steps, num_threads=threads)),
                      "target": 100000 if n == 1024 else ""})
     obs = observation_bytes()
     rss = peak_rss_mb()
     print(table(rows, ["setting", "num_envs", "threads", "steps_per_s", "target"]))
     print(f"\nobservation: {obs['total']} bytes per step; peak RSS of a 1024-env run: {rss} MiB")
-    payload = {"benchmark": "throughput", "command": "python -m benchmarks.throughput " + " ".join(
-        argv if argv is not None else sys.argv[1:]), "rows": rows, "observation_bytes": obs,
-        "peak_rss_mb_1024_envs": rss, "machine": machine(),
-        "self_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    write_json(args.json, payload)
+    payload = {"benchmark": "throughput", "command": f"pasta bench --steps {steps}", "rows": rows,
+               "observation_bytes": obs, "peak_rss_mb_1024_envs": rss, "machine": machine(),
+               "self_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if json_path:
+        write_json(json_path, payload)
     return payload
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.throughput ARGS`` is ``pasta bench ARGS``."""
+    from pasta_cli.main import main as pasta
+
+    return pasta(["bench", *(sys.argv[1:] if argv is None else argv)])
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

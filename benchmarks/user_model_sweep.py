@@ -14,7 +14,7 @@ table.
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -103,37 +103,47 @@ def plot(rows: list[dict], path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> list[dict]:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--k", default="1,2,4,8,16,32", help="comma-separated numbers of types")
-    parser.add_argument("--data", required=True, help="training dataset folder")
-    parser.add_argument("--test", default=None,
-                        help="held-out users' dataset folder (default: hold out 20%% of --data's users)")
-    parser.add_argument("--planted", default=None, help="a planted model checkpoint to list as reference")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--out", default="results/user_model_sweep")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+def run(ks: list[int], data: str, test: str | None = None, planted: str | None = None,
+        epochs: int | None = None, out: str = "results/user_model_sweep", progress: bool = True) -> list[dict]:
+    """Train a model per K, evaluate on held-out users, write ``sweep.md``, ``sweep.json`` and ``sweep.png``.
+
+    Args:
+        ks: Numbers of types to try.
+        data: Training dataset folder.
+        test: Held-out users' folder (``None``: hold out 20% of ``data``'s users).
+        planted: A planted model checkpoint, listed as reference.
+        epochs: EM epochs per model (``None``: the trainer's default).
+        out: Output folder.
+        progress: Show progress.
+    """
     from dataclasses import replace
 
     from simulators.em import EMConfig
     from simulators.user_model_io import load_user_model
 
-    ks = [int(k) for k in args.k.split(",") if k.strip()]
-    base = EMConfig() if args.epochs is None else replace(EMConfig(), epochs=args.epochs)
-    reference = load_user_model(args.planted) if args.planted else None
-    rows = sweep(ks, args.data, args.test, base, progress=not args.quiet, reference=reference)
-    out = Path(args.out)
+    if not ks or min(ks) < 1:
+        raise ValueError(f"the numbers of types must be positive integers, got {ks}")
+    base = EMConfig() if epochs is None else replace(EMConfig(), epochs=epochs)
+    reference = load_user_model(planted) if planted else None
+    rows = sweep(ks, data, test, base, progress=progress, reference=reference)
+    folder = Path(out)
     md = table(rows, COLUMNS)
     print(md)
-    with atomic_path(out / "sweep.md") as tmp, open(tmp, "w") as fh:
+    with atomic_path(folder / "sweep.md") as tmp, open(tmp, "w") as fh:
         fh.write(md + "\n")
-    write_json(out / "sweep.json", {"benchmark": "user_model_sweep", "rows": rows, "machine": machine(),
-                                    "args": vars(args)})
-    plot(rows, out / "sweep.png")
+    args = {"k": ks, "data": str(data), "test": test, "planted": planted, "epochs": epochs, "out": str(out)}
+    write_json(folder / "sweep.json", {"benchmark": "user_model_sweep", "rows": rows, "machine": machine(),
+                                       "args": args})
+    plot(rows, folder / "sweep.png")
     return rows
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.user_model_sweep ARGS`` is ``pasta user-model-sweep ARGS``."""
+    from pasta_cli.main import main as pasta
+
+    return pasta(["user-model-sweep", *(sys.argv[1:] if argv is None else argv)])
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -118,7 +118,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     _positive(steps=args.steps)
     _outputs(json=args.json)
-    throughput.main(["--steps", str(args.steps), "--json", args.json])
+    throughput.run(args.steps, args.json)
     return 0
 
 
@@ -200,12 +200,12 @@ def cmd_user_model_sweep(args: argparse.Namespace) -> int:
 
     _positive(threads=args.threads)
     check_output_file(Path(args.out) / "sweep.json", "--out")
+    try:
+        ks = [int(k) for k in args.k.split(",") if k.strip()]
+    except ValueError:
+        raise ValueError(f"--k takes comma-separated integers, got {args.k!r}") from None
     _torch_threads(args.threads)
-    argv = ["--k", args.k, "--data", args.data, "--out", args.out]
-    argv += ["--test", args.test] if args.test else []
-    argv += ["--planted", args.planted] if args.planted else []
-    argv += ["--epochs", str(args.epochs)] if args.epochs else []
-    user_model_sweep.main(argv + (["--quiet"] if args.quiet else []))
+    user_model_sweep.run(ks, args.data, args.test, args.planted, args.epochs, args.out, progress=not args.quiet)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import gymnasium as gym
@@ -123,6 +124,8 @@ class PastaT2IEnv(gym.Env):
     ``expose_user_type``     ``False``       put the hidden user type in ``info``
     ``render_mode``          ``None``        ``"ansi"`` returns the turn as text
     ``world_kwargs``         ``None``        extra arguments of the world factory
+    ``config``               ``None``        an :class:`EnvConfig` instead of the size, reward
+                                             and ``expose_user_type`` arguments
     ======================== =============== =======================================================
 
     ``K`` (8 by default) is the number of types of the world's user model.
@@ -142,12 +145,9 @@ class PastaT2IEnv(gym.Env):
     def __init__(self, num_candidates: int = 25, slate_size: int = 4, images_per_prompt: int = 4,
                  horizon: int = 5, reward: str = "chosen", world: str | World = "synthetic",
                  prompts: PromptsArg = None, expose_user_type: bool = False,
-                 render_mode: str | None = None, world_kwargs: dict | None = None):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        self.config = EnvConfig(num_candidates, slate_size, images_per_prompt, horizon, reward,
-                                expose_user_type)
-        self.world = build_world(world, prompts, num_candidates, world_kwargs)
+                 render_mode: str | None = None, world_kwargs: dict | None = None,
+                 config: EnvConfig | None = None):
+        self.config, self.world = setup(config, locals(), self.metadata["render_modes"])
         self.render_mode = render_mode
         self._core = BatchCore(self.world, self.config, 1)
         self.observation_space = observation_space(self.config, self.world.dim,
@@ -213,6 +213,34 @@ class PastaT2IEnv(gym.Env):
                 info["choice_probs"] = core.choice_probs[0].copy()
                 info["utilities"] = core.utilities[0].copy()
         return info
+
+
+def setup(config: EnvConfig | None, args: dict[str, Any], render_modes: list[str]) -> tuple[EnvConfig, World]:
+    """The config and world of an env, from its constructor's arguments (single and vector env alike).
+
+    Args:
+        config: A ready :class:`EnvConfig`, or ``None`` to build one from the
+            loose size and reward arguments in ``args``.
+        args: The constructor's arguments (``locals()``).
+        render_modes: The env's render modes.
+
+    Raises:
+        ValueError: A bad render mode, or ``config`` given together with
+            loose size or reward arguments.
+    """
+    if args["render_mode"] is not None and args["render_mode"] not in render_modes:
+        raise ValueError(f"render_mode must be None or {', '.join(map(repr, render_modes))}, "
+                         f"got {args['render_mode']!r}")
+    loose = {f.name: args[f.name] for f in fields(EnvConfig)}
+    if config is None:
+        config = EnvConfig(**loose)
+    elif not isinstance(config, EnvConfig):
+        raise ValueError(f"config must be an EnvConfig, got {type(config).__name__}")
+    else:
+        changed = [k for k, v in loose.items() if v != getattr(EnvConfig, k)]
+        if changed:
+            raise ValueError(f"pass either config= or {', '.join(changed)}, not both")
+    return config, build_world(args["world"], args["prompts"], config.num_candidates, args["world_kwargs"])
 
 
 def build_world(world: str | World, prompts: PromptsArg, num_candidates: int,

@@ -13,7 +13,7 @@ from gymnasium.vector.utils import batch_space
 
 from pasta_env.config import EnvConfig
 from pasta_env.core import BatchCore, ShardedCore, forced_types
-from pasta_env.env import EpisodeEndedError, build_world
+from pasta_env.env import EpisodeEndedError, setup
 from pasta_env.render import render_turn
 from pasta_env.spaces import action_space, batched_observation_space, observation_space, validate_actions
 from pasta_env.text import LazyTextBatch
@@ -67,15 +67,12 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
                  images_per_prompt: int = 4, horizon: int = 5, reward: str = "chosen",
                  world: str | World = "synthetic", prompts: PromptsArg = None,
                  expose_user_type: bool = False, render_mode: str | None = None,
-                 world_kwargs: dict | None = None, num_threads: int | None = None):
+                 world_kwargs: dict | None = None, num_threads: int | None = None,
+                 config: EnvConfig | None = None):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.num_envs = num_envs
-        self.config = EnvConfig(num_candidates, slate_size, images_per_prompt, horizon, reward,
-                                expose_user_type)
-        self.world = build_world(world, prompts, num_candidates, world_kwargs)
+        self.config, self.world = setup(config, locals(), self.metadata["render_modes"])
         self.render_mode = render_mode
         threads = default_threads(num_envs) if num_threads is None else num_threads
         if not isinstance(threads, int) or not 1 <= threads <= num_envs:

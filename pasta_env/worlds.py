@@ -63,7 +63,13 @@ _WORLDS: dict[str, Callable[..., World]] = {}
 
 
 def register_world(name: str, factory: Callable[..., World]) -> None:
-    """Register a world factory under ``name`` (it takes ``prompts=`` and keyword options)."""
+    """Register a world factory under ``name`` (it takes ``prompts=`` and keyword options).
+
+    Raises:
+        ValueError: Another factory is already registered under ``name``.
+    """
+    if _WORLDS.get(name, factory) is not factory:
+        raise ValueError(f"a world named {name!r} is already registered; give yours another name")
     _WORLDS[name] = factory
 
 

@@ -228,3 +228,18 @@ def test_evaluation_with_a_prompt_file(tmp_path):
     result = evaluate(["lmm", "oracle"], episodes=20, seed=0, prompts=str(path), progress=False)
     assert result.settings["prompts"] == str(path)
     assert result.agents["oracle"].returns.mean() > result.agents["lmm"].returns.mean()
+
+
+def test_registries_refuse_a_second_entry_under_one_name():
+    from agents import register_agent
+    from pasta_env.worlds import make_synthetic_world, register_world
+
+    class Impostor(Agent):
+        name = "bayes"
+
+    with pytest.raises(ValueError, match="an agent named 'bayes' is already registered"):
+        register_agent(Impostor)
+    register_agent(AGENTS["bayes"])  # the same class again is harmless
+    with pytest.raises(ValueError, match="a world named 'synthetic' is already registered"):
+        register_world("synthetic", lambda **kw: make_synthetic_world(**kw))
+    register_world("synthetic", make_synthetic_world)

@@ -233,3 +233,18 @@ def test_smaller_configurations_run():
     for _t in range(3):
         obs, r, term, _, info = env.step(env.action_space.sample())
     assert term and obs["history_slate_images"].shape == (3, 3, 64)
+
+
+def test_a_config_object_replaces_the_loose_arguments():
+    from pasta_env import EnvConfig, PastaT2IVectorEnv
+
+    cfg = EnvConfig(num_candidates=10, slate_size=3, horizon=2)
+    env = PastaT2IEnv(config=cfg)
+    vec = PastaT2IVectorEnv(num_envs=2, config=cfg)
+    assert env.config is cfg and vec.config is cfg
+    obs, _ = env.reset(seed=0)
+    assert obs["candidates"].shape == (10, 64) and env.action_space.shape == (3,)
+    with pytest.raises(ValueError, match="pass either config= or slate_size, horizon, not both"):
+        PastaT2IEnv(config=cfg, slate_size=2, horizon=4)
+    with pytest.raises(ValueError, match="config must be an EnvConfig, got dict"):
+        PastaT2IEnv(config={"horizon": 2})
