@@ -266,8 +266,6 @@ class ShardedCore:
         num_shards: Number of shards and worker threads.
     """
 
-    _SCALARS = ("turn", "done", "world", "config", "layout", "categories", "prior_cdf")
-
     def __init__(self, world: World, config: EnvConfig, batch_size: int, num_shards: int):
         from concurrent.futures import ThreadPoolExecutor
 
@@ -275,15 +273,35 @@ class ShardedCore:
         self.bounds = list(zip(bounds[:-1], bounds[1:]))
         self.shards = [BatchCore(world, config, b - a) for a, b in self.bounds]
         self.B = batch_size
+        self.world, self.config = world, config
+        first = self.shards[0]
+        self.layout, self.categories, self.prior_cdf = first.layout, first.categories, first.prior_cdf
         self._pool = ThreadPoolExecutor(num_shards, thread_name_prefix="pasta-core")
 
-    def __getattr__(self, name):
-        if name in ShardedCore._SCALARS:
-            return getattr(self.shards[0], name)
-        parts = [getattr(s, name) for s in self.shards]
-        if not isinstance(parts[0], np.ndarray):
-            raise AttributeError(name)
-        return np.concatenate(parts)
+    @property
+    def turn(self) -> int:
+        """Turns played (the same in every shard)."""
+        return self.shards[0].turn
+
+    @property
+    def done(self) -> bool:
+        """Whether the episodes have reached the horizon."""
+        return self.shards[0].done
+
+    def _joined(self, name: str) -> np.ndarray:
+        return np.concatenate([getattr(s, name) for s in self.shards])
+
+    # Per-user arrays, the shards' rows joined in order (a new array on every read).
+    types = property(lambda self: self._joined("types"), doc="``(B,)`` user types.")
+    prompt_index = property(lambda self: self._joined("prompt_index"), doc="``(B,)`` initial prompt of each user.")
+    cur = property(lambda self: self._joined("cur"), doc="``(B, S)`` current prompts.")
+    cands = property(lambda self: self._joined("cands"), doc="``(B, C, S)`` candidate prompts.")
+    slate = property(lambda self: self._joined("slate"), doc="``(B, L)`` last shown slates.")
+    slate_prompts = property(lambda self: self._joined("slate_prompts"), doc="``(B, L, S)`` last shown prompts.")
+    images = property(lambda self: self._joined("images"), doc="``(B, L, M, d)`` last rendered images.")
+    utilities = property(lambda self: self._joined("utilities"), doc="``(B, L)`` last column utilities.")
+    choice_probs = property(lambda self: self._joined("choice_probs"), doc="``(B, L)`` last choice probabilities.")
+    choice = property(lambda self: self._joined("choice"), doc="``(B,)`` last chosen columns.")
 
     def _map(self, fn, *arrays):
         futures = [self._pool.submit(fn, shard, *[x[a:b] for x in arrays])
