@@ -1,4 +1,8 @@
-"""Shared fixtures: the env id and a rollout helper used by several test files."""
+"""Shared fixtures: the env id and a rollout helper used by several test files.
+
+The tests mirror the packages: ``tests/pasta_env``, ``tests/agents``,
+``tests/simulators`` and ``tests/cli`` (the command, the README, interrupts).
+"""
 
 from __future__ import annotations
 
