@@ -23,7 +23,7 @@ from itertools import combinations
 import numpy as np
 
 from agents.base import Agent, top_diverse
-from simulators.user_model import choice_probabilities
+from simulators.users.user_model import choice_probabilities
 
 
 def type_log_posterior(obs: dict[str, np.ndarray], user_model) -> np.ndarray:

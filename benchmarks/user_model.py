@@ -36,10 +36,10 @@ def main(argv=None) -> dict:
     import torch
 
     from pasta_env.synthetic_data import SyntheticDataConfig, generate
-    from simulators.em import EMConfig, train_user_model
-    from simulators.preference_data import read_dataset
-    from simulators.user_model_eval import evaluate_user_model
-    from simulators.user_model_io import load_user_model
+    from simulators.preferences.data import read_dataset
+    from simulators.users.checkpoint import load_user_model
+    from simulators.users.em import EMConfig, train_user_model
+    from simulators.users.evaluation import evaluate_user_model
 
     torch.set_num_threads(1)
     data = Path(args.data)

@@ -6,7 +6,7 @@ Usage::
         --out results/user_model_sweep
 
 Trains one model per K on ``--data`` and evaluates each on the held-out users
-of ``--test`` (see :mod:`simulators.user_model_eval`); without ``--test``,
+of ``--test`` (see :mod:`simulators.users.evaluation`); without ``--test``,
 a seeded 20% of ``--data``'s users are held out. Writes ``sweep.md``,
 ``sweep.json`` and ``sweep.png`` under ``--out``. PASTA's accuracy-versus-K
 table.
@@ -43,9 +43,9 @@ def sweep(ks, train_dir, test_dir=None, base_config=None, progress=True, referen
     """
     from dataclasses import replace
 
-    from simulators.em import EMConfig, train_user_model
-    from simulators.preference_data import read_dataset
-    from simulators.user_model_eval import evaluate_user_model
+    from simulators.preferences.data import read_dataset
+    from simulators.users.em import EMConfig, train_user_model
+    from simulators.users.evaluation import evaluate_user_model
 
     if test_dir is None:
         train, test = held_out_split(read_dataset(train_dir))
@@ -118,8 +118,8 @@ def run(ks: list[int], data: str, test: str | None = None, planted: str | None =
     """
     from dataclasses import replace
 
-    from simulators.em import EMConfig
-    from simulators.user_model_io import load_user_model
+    from simulators.users.checkpoint import load_user_model
+    from simulators.users.em import EMConfig
 
     if not ks or min(ks) < 1:
         raise ValueError(f"the numbers of types must be positive integers, got {ks}")

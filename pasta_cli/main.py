@@ -145,9 +145,9 @@ def _torch_threads(n: int) -> None:
 def cmd_train_user_model(args: argparse.Namespace) -> int:
     """Train the user model by mini-batch EM and write a checkpoint."""
     from simulators.atomic import write_json
-    from simulators.em import EMConfig, train_user_model
     from simulators.files import WriteLock
-    from simulators.preference_data import read_dataset
+    from simulators.preferences.data import read_dataset
+    from simulators.users.em import EMConfig, train_user_model
 
     _positive(threads=args.threads)
     _outputs(out=args.out, json=args.json)
@@ -175,9 +175,9 @@ def cmd_train_user_model(args: argparse.Namespace) -> int:
 def cmd_eval_user_model(args: argparse.Namespace) -> int:
     """Evaluate a user model on held-out users' records."""
     from simulators.atomic import write_json
-    from simulators.preference_data import read_dataset
-    from simulators.user_model_eval import evaluate_user_model
-    from simulators.user_model_io import load_user_model
+    from simulators.preferences.data import read_dataset
+    from simulators.users.checkpoint import load_user_model
+    from simulators.users.evaluation import evaluate_user_model
 
     if not 0.0 < args.context_fraction < 1.0:
         raise ValueError(f"--context-fraction must be between 0 and 1 (exclusive), got {args.context_fraction}")
@@ -211,8 +211,8 @@ def cmd_user_model_sweep(args: argparse.Namespace) -> int:
 
 def cmd_import_preferences(args: argparse.Namespace) -> int:
     """Convert a public preference dataset (Pick-a-Pic, HPD v2, Simulacra) to the documented format."""
-    from simulators.adapters import ADAPTERS
     from simulators.files import WriteLock, claim_output_dir
+    from simulators.preferences.adapters import ADAPTERS
 
     kwargs = {"image_embeddings": args.image_embeddings}
     if args.image_root and args.format != "pick-a-pic":

@@ -16,8 +16,8 @@ import numpy as np
 from pasta_env.config import EnvConfig
 from pasta_env.spaces import distinct_slates
 from pasta_env.worlds import World
-from simulators.encoders import normalize
-from simulators.user_model import aggregate
+from simulators.text.encoders import normalize
+from simulators.users.user_model import aggregate
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ import numpy as np
 from pasta_env.spaces import random_diverse_slates
 from pasta_env.vector_env import PastaT2IVectorEnv
 from pasta_env.worlds import World, make_world, planted_user_model
-from simulators import prompts as P
 from simulators.atomic import write_json
-from simulators.preference_data import write_dataset
-from simulators.user_model import UserModel
+from simulators.preferences.data import write_dataset
+from simulators.text import prompts as P
+from simulators.users.user_model import UserModel
 
 
 @dataclass(frozen=True)

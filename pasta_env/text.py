@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from simulators.prompts import PromptSpace
+from simulators.text.prompts import PromptSpace
 
 
 class _Lazy(Sequence):

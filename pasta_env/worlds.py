@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from simulators import prompts as P
-from simulators.candidates import SyntheticCandidateGenerator
-from simulators.encoders import PhraseTable, StaticTextEncoder
+from simulators.candidates.synthetic import SyntheticCandidateGenerator
 from simulators.errors import AssetError
-from simulators.t2i import ImageModelConfig, SyntheticImageModel
-from simulators.user_model import TasteUserModel, UserModel
-from simulators.user_model_io import load_user_model
+from simulators.images.synthetic import ImageModelConfig, SyntheticImageModel
+from simulators.text import prompts as P
+from simulators.text.encoders import PhraseTable, StaticTextEncoder
+from simulators.users.checkpoint import load_user_model
+from simulators.users.user_model import TasteUserModel, UserModel
 
 PromptsArg = str | os.PathLike | Sequence[str] | None
 

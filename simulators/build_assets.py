@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from simulators import prompts as P
-from simulators import vocabulary as V
 from simulators.atomic import atomic_path
-from simulators.encoders import STOP_TOKENS, STOP_WEIGHT, WordPieceTokenizer, normalize
+from simulators.text import prompts as P
+from simulators.text import vocabulary as V
+from simulators.text.encoders import STOP_TOKENS, STOP_WEIGHT, WordPieceTokenizer, normalize
 
 DIM = 64
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"

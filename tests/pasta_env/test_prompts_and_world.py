@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pasta_env import make_world, read_prompts
-from simulators import prompts as P
-from simulators.encoders import PhraseTable, StaticTextEncoder, WordPieceTokenizer
+from simulators.text import prompts as P
+from simulators.text.encoders import PhraseTable, StaticTextEncoder, WordPieceTokenizer
 from tests.conftest import ENV_ID
 
 FREE = ["A cozy reading nook with a cat, rain on the window",

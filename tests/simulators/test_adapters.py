@@ -9,8 +9,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from simulators.adapters import convert_hpd_v2, convert_pick_a_pic, convert_simulacra
-from simulators.preference_data import DataError, read_dataset
+from simulators.preferences.adapters import convert_hpd_v2, convert_pick_a_pic, convert_simulacra
+from simulators.preferences.data import DataError, read_dataset
 
 D = 64
 

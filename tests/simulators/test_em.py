@@ -8,13 +8,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pasta_env.synthetic_data import SyntheticDataConfig, generate  # noqa: E402
-from simulators import em  # noqa: E402
-from simulators.em import EMConfig, EMTrainer, TorchUserModel, train_user_model  # noqa: E402
 from simulators.errors import AssetError  # noqa: E402
-from simulators.neural_user_model import TrunkHeadsUserModel  # noqa: E402
-from simulators.preference_data import read_dataset  # noqa: E402
-from simulators.user_model_eval import adjusted_rand_index, evaluate_user_model, spearman  # noqa: E402
-from simulators.user_model_io import load_user_model  # noqa: E402
+from simulators.preferences.data import read_dataset  # noqa: E402
+from simulators.users import em as em  # noqa: E402
+from simulators.users.checkpoint import load_user_model  # noqa: E402
+from simulators.users.em import EMConfig, EMTrainer, TorchUserModel, train_user_model  # noqa: E402
+from simulators.users.evaluation import adjusted_rand_index, evaluate_user_model, spearman  # noqa: E402
+from simulators.users.neural import TrunkHeadsUserModel  # noqa: E402
 
 
 @pytest.fixture(scope="module")

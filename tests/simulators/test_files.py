@@ -20,12 +20,12 @@ from simulators.files import BusyError, OutputError, WriteLock, claim_output_dir
 torch = pytest.importorskip("torch")
 
 from pasta_env.synthetic_data import SyntheticDataConfig, generate  # noqa: E402
-from simulators.adapters import _load_table  # noqa: E402
-from simulators.em import EMConfig, EMTrainer  # noqa: E402
-from simulators.neural_user_model import TrunkHeadsUserModel  # noqa: E402
-from simulators.preference_data import read_dataset  # noqa: E402
-from simulators.user_model import TasteUserModel  # noqa: E402
-from simulators.user_model_io import load_user_model  # noqa: E402
+from simulators.preferences.adapters import _load_table  # noqa: E402
+from simulators.preferences.data import read_dataset  # noqa: E402
+from simulators.users.checkpoint import load_user_model  # noqa: E402
+from simulators.users.em import EMConfig, EMTrainer  # noqa: E402
+from simulators.users.neural import TrunkHeadsUserModel  # noqa: E402
+from simulators.users.user_model import TasteUserModel  # noqa: E402
 
 SMALL = ["--k", "2", "--users", "40", "--test-users", "0", "--pairs-per-user", "4", "--ratings-per-user", "2",
          "--trajectories-per-user", "1", "--quiet"]

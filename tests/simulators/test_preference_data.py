@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from simulators.preference_data import DataError, read_dataset, write_dataset
+from simulators.preferences.data import DataError, read_dataset, write_dataset
 
 D = 64
 RNG = np.random.default_rng(0)

@@ -7,7 +7,7 @@ import pytest
 
 from pasta_env.worlds import default_user_model, planted_user_model
 from simulators.errors import AssetError, ShapeError
-from simulators.user_model import TasteUserModel, aggregate, choice_probabilities
+from simulators.users.user_model import TasteUserModel, aggregate, choice_probabilities
 
 
 def test_scores_shapes_are_checked():
@@ -66,7 +66,7 @@ def test_invalid_prior_and_tastes():
 
 
 def test_default_world_uses_the_em_trained_checkpoint():
-    from simulators.neural_user_model import TrunkHeadsUserModel
+    from simulators.users.neural import TrunkHeadsUserModel
 
     model = default_user_model()
     assert isinstance(model, TrunkHeadsUserModel) and model.dim == 64

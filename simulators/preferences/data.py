@@ -314,7 +314,7 @@ def _lookup_prompts(keys, table, encoder) -> np.ndarray:
     emb, missing = _lookup(keys, table["prompt"])
     if missing:
         if encoder is None:
-            from simulators.encoders import StaticTextEncoder
+            from simulators.text.encoders import StaticTextEncoder
 
             encoder = StaticTextEncoder.load().encode
         enc = np.asarray(encoder([keys[i] for i in missing]), np.float32)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from simulators.errors import AssetError
 from simulators.files import read_npz
-from simulators.neural_user_model import TRAIN_HINT, TrunkHeadsUserModel
-from simulators.user_model import TasteUserModel, UserModel
+from simulators.users.neural import TRAIN_HINT, TrunkHeadsUserModel
+from simulators.users.user_model import TasteUserModel, UserModel
 
 
 def load_user_model(path: str | os.PathLike, dim: int | None = None) -> UserModel:

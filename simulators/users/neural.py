@@ -8,7 +8,7 @@ alone already expresses "likes images near a taste direction, and images
 that show what was asked for"; the hidden units let the model learn
 interactions beyond that.
 
-Training happens in torch (:mod:`simulators.em`); this module evaluates the
+Training happens in torch (:mod:`simulators.users.em`); this module evaluates the
 same function in numpy so the environment needs no torch. Checkpoints are
 ``.npz`` files (arrays plus a JSON header) read by both.
 """
@@ -25,7 +25,7 @@ import numpy as np
 from simulators.atomic import atomic_path
 from simulators.errors import AssetError, ShapeError
 from simulators.files import read_npz
-from simulators.user_model import UserModel
+from simulators.users.user_model import UserModel
 
 FORMAT = "pasta-user-model"
 TRAIN_HINT = "train one with `pasta train-user-model`"

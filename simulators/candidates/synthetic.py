@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulators import prompts as P
+from simulators.text import prompts as P
 
 CATEGORIES: tuple[str, ...] = ("rephrase", "add detail", "change style", "change subject", "creative leap")
 PER_CATEGORY = 5

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulators import vocabulary as V
-from simulators.encoders import normalize
+from simulators.text import vocabulary as V
+from simulators.text.encoders import normalize
 
 #: Slot names, in rendering order after the framing.
 SLOTS: tuple[str, ...] = (
@@ -69,7 +69,7 @@ class Vocabulary:
 
     @classmethod
     def default(cls) -> Vocabulary:
-        """The vocabulary shipped in :mod:`simulators.vocabulary`."""
+        """The vocabulary shipped in :mod:`simulators.text.vocabulary`."""
         phrases: list[str] = []
         ranges: dict[str, tuple[int, int]] = {}
         for kind, items in _kinds():

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulators.preference_data import KINDS, PreferenceData
-from simulators.user_model import UserModel
+from simulators.preferences.data import KINDS, PreferenceData
+from simulators.users.user_model import UserModel
 
 CHUNK = 4096
 

@@ -36,9 +36,9 @@ import numpy as np
 
 from simulators.errors import DependencyNotInstalled
 from simulators.files import FileFormatError, code_version, fingerprint
-from simulators.neural_user_model import TrunkHeadsUserModel
-from simulators.preference_data import PreferenceData
-from simulators.user_model import AGGREGATIONS
+from simulators.preferences.data import PreferenceData
+from simulators.users.neural import TrunkHeadsUserModel
+from simulators.users.user_model import AGGREGATIONS
 
 try:
     import torch
@@ -117,7 +117,7 @@ STATE_FORMAT = "pasta-em-state-1"
 
 
 class TorchUserModel(nn.Module):
-    """The trunk-and-heads user model in torch (see :mod:`simulators.neural_user_model`)."""
+    """The trunk-and-heads user model in torch (see :mod:`simulators.users.neural`)."""
 
     log_prior: torch.Tensor  # a buffer: log mixing weights
 

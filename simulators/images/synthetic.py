@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulators import prompts as P
-from simulators.encoders import normalize
+from simulators.text import prompts as P
+from simulators.text.encoders import normalize
 
 
 @dataclass(frozen=True)

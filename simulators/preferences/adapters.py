@@ -38,7 +38,7 @@ import numpy as np
 from simulators.atomic import write_json
 from simulators.errors import DependencyNotInstalled
 from simulators.files import read_npz
-from simulators.preference_data import DataError, write_dataset
+from simulators.preferences.data import DataError, write_dataset
 
 Encoder = Callable[[Sequence], np.ndarray]
 

@@ -1,0 +1,1 @@
+"""Candidate generators: the prompt expansions proposed each turn."""

@@ -1,0 +1,1 @@
+"""Text-to-image models: images (as embeddings) for prompts."""

@@ -1,0 +1,1 @@
+"""Preference data: the on-disk format and adapters for public datasets."""

@@ -1,0 +1,1 @@
+"""Prompts as text: the phrase vocabulary, structured prompts, and the text encoders."""

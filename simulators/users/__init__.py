@@ -1,0 +1,1 @@
+"""User simulators: the user-model interface, the EM-trained model, its training and evaluation."""
