@@ -149,7 +149,7 @@ class _SlateAgent(Agent):
     #: Expansions drawn per candidate for the lookahead.
     samples = 4
     #: Candidates looked ahead from: the best ``focus`` by expected utility
-    #: (with the category rule, the best ``focus // 5`` of each category).
+    #: (with the category rule, the best ``focus // num_categories`` of each).
     focus = 15
     #: Users expanded at once (bounds the lookahead's memory).
     chunk = 128

@@ -12,8 +12,8 @@ class EnvConfig:
     """Sizes and reward of the MDP.
 
     Attributes:
-        num_candidates: Candidate prompts per turn, ``L_C`` (5 categories, so a
-            multiple of 5 from 5 to 25).
+        num_candidates: Candidate prompts per turn, ``L_C``; the world says which
+            counts it can propose (the synthetic world: 5, 10, 15, 20 or 25).
         slate_size: Prompts shown per turn, ``L``.
         images_per_prompt: Images rendered per shown prompt, ``M``.
         horizon: Turns per episode, ``H``.
@@ -34,10 +34,6 @@ class EnvConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.num_candidates % 5 or self.num_candidates > 25:
-            raise ValueError(
-                f"num_candidates must be 5, 10, 15, 20 or 25 (five categories), got {self.num_candidates}"
-            )
         if self.slate_size > self.num_candidates:
             raise ValueError(f"slate_size ({self.slate_size}) must not exceed num_candidates "
                              f"({self.num_candidates}): a slate shows distinct candidates")

@@ -32,9 +32,9 @@ class PastaT2IEnv(gym.Env):
     A user with a hidden *type* (one of ``K`` preference clusters of the user
     model) arrives with an initial prompt, their request ``p0``, which leaves
     much of the picture open. Each turn a candidate generator proposes
-    ``L_C`` expansions of the current prompt, five in each of five
-    categories (rephrase, add detail, change style, change subject, creative
-    leap). The agent shows a slate of ``L`` distinct ones; ``M`` images are
+    ``L_C`` expansions of the current prompt in the world's categories (in
+    the synthetic world five each of rephrase, add detail, change style,
+    change subject and creative leap). The agent shows a slate of ``L`` distinct ones; ``M`` images are
     rendered for each; the user scores every image against their request
     and their taste, ``s(k, p0, I)``, a column's utility is the mean of its
     image scores, and the user picks a column with probability
@@ -113,7 +113,8 @@ class PastaT2IEnv(gym.Env):
     ======================== =============== =======================================================
     argument                 default         meaning
     ======================== =============== =======================================================
-    ``num_candidates``       25              candidates per turn ``L_C`` (5, 10, 15, 20 or 25)
+    ``num_candidates``       25              candidates per turn ``L_C`` (synthetic world: 5, 10, 15,
+                                             20 or 25)
     ``slate_size``           4               prompts shown per turn ``L``
     ``images_per_prompt``    4               images per shown prompt ``M``
     ``horizon``              5               turns per episode ``H``
@@ -251,6 +252,5 @@ def build_world(world: str | World, prompts: PromptsArg, num_candidates: int,
             raise ValueError("pass prompts and world_kwargs to the world factory, not with a ready World")
         return world
     kwargs = dict(world_kwargs or {})
-    if num_candidates % 5 == 0 and 5 <= num_candidates <= 25:
-        kwargs.setdefault("candidates_per_category", num_candidates // 5)
+    kwargs.setdefault("num_candidates", num_candidates)
     return make_world(world, prompts=prompts, **kwargs)

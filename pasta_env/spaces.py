@@ -8,7 +8,7 @@ from gymnasium import spaces
 from pasta_env.config import EnvConfig
 
 
-def observation_space(config: EnvConfig, dim: int, num_categories: int = 5) -> spaces.Dict:
+def observation_space(config: EnvConfig, dim: int, num_categories: int) -> spaces.Dict:
     """The single-environment observation space.
 
     Args:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulators.candidates.synthetic import SyntheticCandidateGenerator
+from simulators.candidates.synthetic import CATEGORIES, PER_CATEGORY, SyntheticCandidateGenerator
 from simulators.errors import AssetError
 from simulators.images.synthetic import ImageModelConfig, SyntheticImageModel
 from simulators.text import prompts as P
@@ -63,7 +63,11 @@ _WORLDS: dict[str, Callable[..., World]] = {}
 
 
 def register_world(name: str, factory: Callable[..., World]) -> None:
-    """Register a world factory under ``name`` (it takes ``prompts=`` and keyword options).
+    """Register a world factory under ``name``.
+
+    The factory takes ``prompts=`` and ``num_candidates=`` (the env's ``L_C``;
+    it raises a ``ValueError`` naming the counts it supports) and its own
+    keyword options.
 
     Raises:
         ValueError: Another factory is already registered under ``name``.
@@ -215,7 +219,7 @@ def default_user_model() -> UserModel:
 
 def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | None = None,
                          image_config: ImageModelConfig = ImageModelConfig(),
-                         candidates_per_category: int = 5, seed: int = 0) -> World:
+                         num_candidates: int = 25, seed: int = 0) -> World:
     """The offline default world.
 
     Args:
@@ -224,7 +228,8 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | Non
         user_model: Replaces the default user model (the shipped EM-trained
             checkpoint); its embedding dimension must match the world's (64).
         image_config: Noise and prompt adherence of the image stand-in.
-        candidates_per_category: Candidates per category (1 to 5).
+        num_candidates: Candidates per turn: 5, 10, 15, 20 or 25 (as many in
+            each of the five categories).
         seed: Seed of the world's fixed tables (not of episodes).
     """
     table = PhraseTable.load()
@@ -245,7 +250,11 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | Non
     if users.dim != space.dim:
         raise ValueError(f"the user model takes {users.dim}-d embeddings but the synthetic world's "
                          f"are {space.dim}-d; train or load a model for this world")
-    generator = SyntheticCandidateGenerator(space, seed=seed, per_category=candidates_per_category)
+    k, rest = divmod(num_candidates, len(CATEGORIES))
+    if rest or not 1 <= k <= PER_CATEGORY:
+        raise ValueError(f"the synthetic world proposes 5, 10, 15, 20 or 25 candidates per turn (the same number "
+                         f"in each of its {len(CATEGORIES)} categories), got num_candidates={num_candidates}")
+    generator = SyntheticCandidateGenerator(space, seed=seed, per_category=k)
     return World("synthetic", space, generator, SyntheticImageModel(space, image_config, seed=seed),
                  users, initial)
 
