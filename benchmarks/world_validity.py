@@ -32,7 +32,6 @@ from agents.evaluation import EvaluationResult, ci95, evaluate
 from agents.model_based import BayesAgent, OracleAgent, candidate_utilities
 from pasta_env.config import EnvConfig
 from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
-from pasta_env.worlds import World
 
 AGENTS = ("random", "lmm", "popular", "greedy", "bayes", "planner", "oracle")
 #: (better, worse): each must win beyond its paired 95% CI.
@@ -119,22 +118,21 @@ def run(world: str = "synthetic", prompts: str | None = None, episodes: int = 20
         progress: Show a progress bar.
     """
     start = time.perf_counter()
-    result = evaluate(list(AGENTS), episodes=episodes, seed=seed, prompts=prompts, num_envs=num_envs,
+    config = EnvConfig()
+    probe_world = build_world(world, prompts, config.num_candidates, None)
+    info_probe = InfoExploit(probe_world, config, seed=seed)
+    probes = [DuplicateExploit(probe_world, config, seed=seed), info_probe]
+    result = evaluate([*AGENTS, *probes], episodes=episodes, seed=seed, prompts=prompts, num_envs=num_envs,
                       progress=progress, world=world)
-    probe_world, probe_config = _world_and_config(world, prompts)
-    info_probe = InfoExploit(probe_world, probe_config, seed=seed)
-    probes = evaluate([DuplicateExploit(probe_world, probe_config, seed=seed), info_probe], episodes=episodes,
-                      seed=seed, prompts=prompts, num_envs=num_envs, progress=progress, world=world)
-    result.agents.update(probes.agents)
     checks = []
     for a, b in ORDER:
         d = _diff(result, a, b)
         checks.append({"check": f"{a} > {b}", **d, "passed": d["mean"] > d["ci95"]})
     d = _diff(result, "planner", "bayes")
     checks.append({"check": "planner >= bayes (within CI)", **d, "passed": d["mean"] + d["ci95"] >= 0})
-    for name in probes.agents:
-        d = _diff(result, name, "oracle")
-        checks.append({"check": f"{name} does not beat oracle", **d, "passed": not d["mean"] > d["ci95"]})
+    for probe in probes:
+        d = _diff(result, probe.name, "oracle")
+        checks.append({"check": f"{probe.name} does not beat oracle", **d, "passed": not d["mean"] > d["ci95"]})
     checks.append({"check": "no privileged info reaches a non-privileged agent",
                    "mean": float(info_probe.leaky_steps), "ci95": 0.0, "passed": info_probe.leaky_steps == 0})
     gaps = {name: {"a": a, "b": b, **_diff(result, a, b)} for name, (a, b) in GAPS.items()}
@@ -150,10 +148,6 @@ def run(world: str = "synthetic", prompts: str | None = None, episodes: int = 20
                             **{n: per_agent[n]["true_type_mass_mean"] for n in AGENTS}},
         "elapsed_s": round(time.perf_counter() - start, 2),
     }
-
-
-def _world_and_config(world: str, prompts: str | None) -> tuple[World, EnvConfig]:
-    return build_world(world, prompts, EnvConfig().num_candidates, None), EnvConfig()
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -19,7 +19,6 @@ NaN) into a :class:`FileFormatError` naming the file and the fix.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
@@ -248,11 +247,3 @@ def _read_npz(path: Path, what: str, required: Sequence[str], fix: str,
         if a is not None and a.dtype.kind == "f" and not np.isfinite(a).all():
             raise FileFormatError(f"{path}: array {k!r} holds NaN or infinite values; the file is damaged{tail}")
     return arrays
-
-
-@contextlib.contextmanager
-def writing(target: str | os.PathLike) -> Any:
-    """Check ``target`` as an output file and hold its write lock for the block."""
-    check_output_file(target)
-    with WriteLock(target) as lock:
-        yield lock
