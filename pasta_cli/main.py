@@ -6,6 +6,8 @@ Examples::
         --json results/eval.json --plot results/eval.png
     pasta validate-world --episodes 2000 --seed 0 --json results/validity.json
     pasta demo --seed 3 --agent bayes
+    pasta generate --episodes 30000 --policy lmm --seed 0 --out data/lmm
+    pasta dataset verify data/lmm
     pasta bench
 """
 
@@ -122,6 +124,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_dataset(args: argparse.Namespace) -> int:
+    """Benchmark dataset generation: wall time, peak memory, size, verify, and what float16 storage costs."""
+    from agents import AGENTS
+    from benchmarks import datasets
+
+    if args.policy not in AGENTS:
+        raise ValueError(f"unknown policy {args.policy!r}; known agents: {', '.join(sorted(AGENTS))}")
+    _positive(episodes=args.episodes)
+    if args.precision_episodes < 0:
+        raise ValueError(f"--precision-episodes must be >= 0, got {args.precision_episodes}")
+    _outputs(json=args.json)
+    datasets.run(args.episodes, args.policy, args.seed, args.precision_episodes, args.json, args.out)
+    return 0
+
+
 def cmd_make_synthetic_data(args: argparse.Namespace) -> int:
     """Write planted preference data (pairs, ratings, choices, true types)."""
     from pasta_env.synthetic_data import SyntheticDataConfig, generate
@@ -134,6 +151,87 @@ def cmd_make_synthetic_data(args: argparse.Namespace) -> int:
         print(f"{args.out}/{split}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     print(f"planted model: {args.out}/planted_model.npz (types: {', '.join(summary['type_names'])})")
     return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate an offline-RL dataset of PastaT2I episodes (Minari HDF5 + Parquet); rerun to resume."""
+    from agents import AGENTS
+    from pasta_env.config import EnvConfig
+    from pasta_env.datasets import DatasetSpec, generate
+    from pasta_env.worlds import world_names
+
+    if args.policy not in AGENTS:
+        raise ValueError(f"unknown policy {args.policy!r}; known agents: {', '.join(sorted(AGENTS))}")
+    if args.world not in world_names():
+        raise ValueError(f"unknown world {args.world!r}; registered worlds: {', '.join(world_names())}")
+    _positive(episodes=args.episodes, chunk=args.chunk)
+    if args.prompts is not None and not Path(args.prompts).is_file():
+        raise ValueError(f"--prompts {args.prompts!r} is not a file")
+    spec = DatasetSpec(episodes=args.episodes, policy=args.policy, seed=args.seed, epsilon=args.epsilon,
+                       world=args.world, prompts=args.prompts, config=EnvConfig(reward=args.reward),
+                       chunk=args.chunk, precision=args.precision, dataset_id=args.dataset_id)
+    manifest = generate(args.out, spec, progress=not args.quiet, overwrite=args.overwrite)
+    _print_info(_dataset_info(args.out))
+    if "timings" in manifest:
+        print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in manifest["timings"].items()))
+    return 0
+
+
+def _dataset_info(folder: str) -> dict:
+    from pasta_env.datasets import info
+
+    return info(folder)
+
+
+def _print_info(info: dict) -> None:
+    if not info["complete"]:
+        print(f"{info['folder']}: unfinished ({info['chunks_done']} chunks done, {info['bytes'] / 1e6:.1f} MB); "
+              f"{info['hint']}")
+        return
+    r = info["returns"]
+    print(f"{info['folder']}: {info['dataset_id']}, {info['episodes']} episodes ({info['steps']} steps), "
+          f"policy {info['policy']}" + (f" with epsilon {info['epsilon']:g}" if info["epsilon"] else "")
+          + f", world {info['world']}, seed {info['seed']}, {info['precision']} embeddings")
+    print(f"  return {r['mean']:.3f} ± {r['ci95']:.3f} (95% CI; std {r['std']:.3f}, min {r['min']:.3f}, "
+          f"max {r['max']:.3f}); per turn " + " ".join(f"{x:.3f}" for x in r["per_turn_mean"]))
+    print(f"  {info['bytes'] / 1e6:.1f} MB on disk: " + ", ".join(
+        f"{k} {v / 1e6:.1f} MB" for k, v in info["files"].items() if v > 1e5))
+    print(f"  made {info['created']} by pasta-t2i {info['code_version']}")
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires an action
+    """Inspect and check generated datasets: info, verify."""
+    return 2
+
+
+def cmd_dataset_info(args: argparse.Namespace) -> int:
+    """Size, episodes, policy, world and returns of a dataset."""
+    import json
+
+    info = _dataset_info(args.folder)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        _print_info(info)
+    return 0
+
+
+def cmd_dataset_verify(args: argparse.Namespace) -> int:
+    """Check a dataset: counts, alignment, checksums, Minari's view, the Parquet export, the world, a replay.
+
+    Exit status 0 when it is sound, 1 when a check fails, 2 on bad input.
+    """
+    import json
+
+    from pasta_env.datasets import verify
+
+    if args.replay < 0:
+        raise ValueError(f"--replay must be >= 0, got {args.replay}")
+    if not Path(args.folder).is_dir():
+        raise ValueError(f"{args.folder!r} is not a folder; give a dataset folder made by `pasta generate`")
+    report = verify(args.folder, replay=args.replay, seed=args.seed)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.text())
+    return 0 if report.ok else 1
 
 
 def _torch_threads(n: int) -> None:
@@ -307,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=20000, help="steps per measurement")
     bench.add_argument("--json", default="results/throughput.json", help="where to write the figures")
 
+    bd = command("bench-dataset", cmd_bench_dataset)
+    bd.add_argument("--episodes", type=int, default=30000, help="episodes in the dataset")
+    bd.add_argument("--policy", default="lmm", help="behaviour policy")
+    bd.add_argument("--seed", type=int, default=0, help="generation seed")
+    bd.add_argument("--precision-episodes", type=int, default=2000,
+                    help="paired episodes per agent for the float16 measurement (0: skip)")
+    bd.add_argument("--out", default=None, help="keep the dataset here (default: a temporary folder)")
+    bd.add_argument("--json", default="results/datasets.json", help="where to write the figures")
+
     mk = command("make-synthetic-data", cmd_make_synthetic_data)
     mk.add_argument("--k", type=int, default=8, help="types of the planted model")
     mk.add_argument("--users", type=int, default=2000, help="training users")
@@ -358,6 +465,40 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     sw.add_argument("--out", default="results/user_model_sweep", help="folder for sweep.md/json/png")
     sw.add_argument("--quiet", action="store_true", help="no progress output")
+
+    gen = command("generate", cmd_generate)
+    gen.add_argument("--episodes", type=int, default=30000, help="episodes to generate")
+    gen.add_argument("--policy", default="lmm", help="behaviour policy: a registered agent name")
+    gen.add_argument("--seed", type=int, default=0, help="episode e uses env seed SEED+e")
+    gen.add_argument("--epsilon", type=float, default=0.0,
+                     help="probability that a turn's slate is uniformly random instead of the policy's")
+    gen.add_argument("--world", default="synthetic", help="a registered world")
+    gen.add_argument("--prompts", default=None,
+                     help="initial prompts: a text file (one per line) or a CSV/TSV with a Prompt column")
+    gen.add_argument("--reward", default="chosen", choices=("chosen", "expected"), help="reward of a turn")
+    gen.add_argument("--precision", default="float16", choices=("float16", "float32"),
+                     help="how embeddings are stored")
+    gen.add_argument("--chunk", type=int, default=1024, help="episodes per chunk (users simulated at once)")
+    gen.add_argument("--dataset-id", default=None,
+                     help="Minari dataset id namespace/name-vN (default pasta-t2i/POLICY-v0)")
+    gen.add_argument("--out", required=True, help="dataset folder")
+    gen.add_argument("--overwrite", action="store_true",
+                     help="replace the folder's contents when it holds another run's files")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ds = command("dataset", cmd_dataset)
+    ds_sub = ds.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    di = ds_sub.add_parser("info", help=cmd_dataset_info.__doc__, description=cmd_dataset_info.__doc__)
+    di.set_defaults(func=cmd_dataset_info)
+    di.add_argument("folder", help="dataset folder")
+    di.add_argument("--json", action="store_true", help="print JSON")
+    dv = ds_sub.add_parser("verify", help=cmd_dataset_verify.__doc__, description=cmd_dataset_verify.__doc__,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    dv.set_defaults(func=cmd_dataset_verify)
+    dv.add_argument("folder", help="dataset folder")
+    dv.add_argument("--replay", type=int, default=32, help="episodes replayed from their seeds (0: none)")
+    dv.add_argument("--seed", type=int, default=0, help="seed of the replay sample")
+    dv.add_argument("--json", action="store_true", help="print the report as JSON")
 
     imp = command("import-preferences", cmd_import_preferences)
     imp.add_argument("--format", required=True, choices=("pick-a-pic", "hpd-v2", "simulacra"),

@@ -182,7 +182,7 @@ class PastaT2IEnv(gym.Env):
         reward = core.step(slate[None, :])
         return self._obs(), float(reward[0]), core.done, False, self._info(stepped=True)
 
-    def render(self) -> str | None:
+    def render(self) -> str | None:  # type: ignore[override]  # ansi text (Gymnasium < 1.1 types frames only)
         if self.render_mode == "ansi":
             return render_turn(self._core)
         return None

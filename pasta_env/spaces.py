@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 from gymnasium import spaces
 
@@ -53,7 +55,7 @@ def batched_observation_space(single: spaces.Dict, n: int) -> spaces.Dict:
     parts: dict[str, spaces.Space] = {}
     for key, space in single.spaces.items():
         if isinstance(space, spaces.Box):
-            box = spaces.Box(space.low[None], space.high[None], dtype=space.dtype)
+            box = spaces.Box(space.low[None], space.high[None], dtype=cast(Any, space.dtype))
             shape = (n, *space.shape)
             box._shape = shape
             for attr in ("low", "high", "bounded_below", "bounded_above"):

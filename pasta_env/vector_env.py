@@ -20,7 +20,7 @@ from pasta_env.text import LazyTextBatch
 from pasta_env.worlds import PromptsArg, World
 
 try:  # Gymnasium >= 1.1 declares the autoreset mode in the metadata.
-    from gymnasium.vector import AutoresetMode
+    from gymnasium.vector import AutoresetMode  # type: ignore[attr-defined]
 
     _NEXT_STEP: Any = AutoresetMode.NEXT_STEP
 except ImportError:  # pragma: no cover - Gymnasium 1.0
@@ -150,7 +150,7 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
         return (self._core.observation(), reward, np.full(n, done), np.zeros(n, bool),
                 self._info(stepped=True))
 
-    def render(self) -> tuple[str, ...] | None:
+    def render(self) -> tuple[str, ...] | None:  # type: ignore[override]  # ansi text, as the single env
         if self.render_mode == "ansi":
             return tuple(render_turn(self._core, i) for i in range(self.num_envs))
         return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pasta_cli.main import main
 
 
@@ -117,3 +119,43 @@ def test_validate_world_cli_writes_json_and_names_bad_input(tmp_path, capsys):
     assert {"settings", "agents", "gaps", "checks", "passed", "identifiability"} <= set(payload)
     assert main(["validate-world", "--world", "nowhere", "--episodes", "40"]) == 2
     assert "unknown world 'nowhere'" in capsys.readouterr().err
+
+
+def test_generate_then_info_and_verify(tmp_path, capsys):
+    pytest.importorskip("minari")
+    out = tmp_path / "ds"
+    assert main(["generate", "--episodes", "12", "--chunk", "5", "--policy", "greedy", "--epsilon", "0.2",
+                 "--seed", "3", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "pasta-t2i/greedy-eps20-v0, 12 episodes (60 steps), policy greedy with epsilon 0.2" in text
+    assert main(["dataset", "info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["complete"] and info["episodes"] == 12 and info["bytes"] > 0
+    assert main(["dataset", "verify", str(out), "--replay", "12"]) == 0
+    assert "sound" in capsys.readouterr().out
+    (out / "turns.parquet").write_bytes(b"not parquet")
+    assert main(["dataset", "verify", str(out)]) == 1
+    assert "FAIL files: turns.parquet" in capsys.readouterr().out
+
+
+def test_generate_and_dataset_refuse_bad_input(tmp_path, capsys):
+    pytest.importorskip("minari")
+    assert main(["generate", "--episodes", "5", "--policy", "nope", "--out", str(tmp_path / "a")]) == 2
+    assert "unknown policy 'nope'; known agents:" in capsys.readouterr().err
+    assert main(["generate", "--episodes", "5", "--epsilon", "2", "--out", str(tmp_path / "a")]) == 2
+    assert "epsilon must be in [0, 1]" in capsys.readouterr().err
+    assert main(["dataset", "verify", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["dataset", "info", str(tmp_path / "empty")]) == 2
+    assert "is not a pasta-t2i dataset" in capsys.readouterr().err
+
+
+def test_bench_dataset_writes_json(tmp_path, capsys):
+    pytest.importorskip("minari")
+    out = tmp_path / "d.json"
+    assert main(["bench-dataset", "--episodes", "20", "--precision-episodes", "30", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["verify"]["ok"] and payload["episodes"] == 20 and payload["size_bytes"] > 0
+    assert set(payload["float16"]["agents"]) == {"lmm", "greedy", "bayes"}
+    assert "float16 storage" in capsys.readouterr().out

@@ -1,0 +1,414 @@
+"""Generate trajectory datasets: any policy, the vector env, chunks that survive an interrupt.
+
+Episodes are rolled out in chunks of ``chunk`` episodes on the native vector
+env; episode ``e`` is the env reset with seed ``seed + e`` (as in the
+evaluation harness). Each finished chunk is written to ``<dir>/.partial/``
+(a Parquet file of its turns, then an ``.npz`` of its arrays, each via a
+temp file and a rename; the ``.npz`` marks the chunk done). A rerun with the
+same arguments skips the done chunks, so an interrupt (Ctrl-C, SIGKILL, a
+power cut) loses at most the chunk in flight, and the result equals an
+uninterrupted run's byte for byte in its arrays: the policy and the
+epsilon-mixing draws are seeded per chunk from ``(seed, chunk index)``.
+When every chunk is done, the chunks are assembled into the dataset
+(:mod:`pasta_env.datasets.store`, ``turns.parquet``) and ``manifest.json``
+is written last: a dataset without it is unfinished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pasta_env.config import EnvConfig
+from pasta_env.datasets.identity import world_identity
+from pasta_env.datasets.layout import ARRAYS, PRECISIONS, Layout
+from pasta_env.datasets.manifest import MANIFEST, PARTIAL, TURNS_FILE, read_manifest, returns_summary
+from pasta_env.datasets.store import DATA_DIR, MAIN_FILE, HDF5Writer, env_spec_for, file_sha256, require
+from pasta_env.datasets.turns import turn_table
+from pasta_env.env import PRIVILEGED_INFO_KEYS
+from pasta_env.vector_env import PastaT2IVectorEnv
+from pasta_env.worlds import World, make_world
+from simulators.atomic import atomic_path, write_json
+from simulators.files import FileFormatError, WriteLock, claim_output_dir, code_version, fingerprint, read_npz
+
+#: Where policy names are looked up (the agents registry), unless ``make_policy`` is given.
+POLICY_REGISTRY = "agents"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What to generate.
+
+    Attributes:
+        episodes: Number of episodes ``E``.
+        policy: Behaviour policy: a registered agent name (``lmm``, ``bayes``, ``random``...).
+        seed: Episode ``e`` is the env reset with seed ``seed + e``; the policy
+            and the epsilon draws are seeded from it too.
+        epsilon: Probability that a turn's slate is uniformly random instead of
+            the policy's (recorded per turn as ``explored``).
+        world: Registered world name.
+        prompts: A file of initial prompts (one per line, or CSV/TSV with a
+            ``Prompt`` column); ``None`` for the world's pool.
+        config: MDP sizes and reward (``expose_user_type`` must stay ``False``:
+            the generator records the hidden type itself, as a label).
+        chunk: Episodes per chunk (users simulated at once; the unit of resume).
+        precision: ``"float16"`` (default) or ``"float32"`` for embeddings.
+        dataset_id: Minari dataset id ``namespace/name-vN``; default
+            ``pasta-t2i/<policy>-v0`` (``-eps<percent>`` added with epsilon).
+    """
+
+    episodes: int
+    policy: str = "lmm"
+    seed: int = 0
+    epsilon: float = 0.0
+    world: str = "synthetic"
+    prompts: str | None = None
+    config: EnvConfig = field(default_factory=EnvConfig)
+    chunk: int = 1024
+    precision: str = "float16"
+    dataset_id: str | None = None
+
+    def __post_init__(self):
+        for name in ("episodes", "chunk"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.config.expose_user_type:
+            raise ValueError("config.expose_user_type must be False: the dataset records the hidden type as a "
+                             "label, and only a privileged policy sees it while acting")
+
+    @property
+    def minari_id(self) -> str:
+        """The Minari dataset id."""
+        if self.dataset_id:
+            return self.dataset_id
+        eps = f"-eps{round(self.epsilon * 100)}" if self.epsilon else ""
+        name = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in self.policy)
+        return f"pasta-t2i/{name}{eps}-v0"
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """The env's constructor arguments (recorded so that the env can be recovered)."""
+        cfg = self.config.to_dict()
+        cfg.pop("expose_user_type")
+        return {**cfg, "world": self.world, "prompts": self.prompts}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        d = asdict(self)
+        d["config"] = self.config.to_dict()
+        d["dataset_id"] = self.minari_id
+        return d
+
+
+def _policy_factory(make_policy: Callable | None) -> Callable:
+    if make_policy is not None:
+        return make_policy
+    import importlib
+
+    return importlib.import_module(POLICY_REGISTRY).make_agent
+
+
+def generate(out_dir: str | Path, spec: DatasetSpec, progress: bool = True, overwrite: bool = False,
+             make_policy: Callable | None = None) -> dict[str, Any]:
+    """Generate a dataset into ``out_dir``, or finish one an interrupt left unfinished.
+
+    Args:
+        out_dir: The dataset folder. A folder holding another run's files is
+            refused unless ``overwrite``; a rerun with the same spec continues
+            (or, if the dataset is complete, returns its manifest).
+        spec: What to generate.
+        progress: Show progress bars.
+        overwrite: Replace another run's files in ``out_dir``.
+        make_policy: ``(name, world, config, seed) -> policy`` (an object with
+            ``reset(seed)``, ``act(obs, info)`` on batched observations, and
+            optionally ``privileged``); default: the agents registry.
+
+    Returns:
+        The manifest (see :func:`pasta_env.datasets.manifest.read_manifest`).
+
+    Raises:
+        OutputError: ``out_dir`` holds another run's files.
+        BusyError: Another process is writing ``out_dir``.
+        ValueError: Unknown policy or world, bad prompts.
+    """
+    out = Path(out_dir)
+    for module in ("h5py", "minari", "pyarrow"):
+        require(module)
+    factory = _policy_factory(make_policy)
+    world = make_world(spec.world, prompts=spec.prompts, num_candidates=spec.config.num_candidates)
+    policy = factory(spec.policy, world, spec.config, spec.seed)  # unknown names fail before any file is touched
+    prompts_fp = fingerprint(files=[spec.prompts]) if spec.prompts else None
+    identity = {"command": "generate", "spec": spec.to_dict(), "prompts_fingerprint": prompts_fp,
+                "world": world_identity(world)}
+    with WriteLock(out):
+        claim_output_dir(out, identity, overwrite)
+        if (out / MANIFEST).is_file():
+            return read_manifest(out)
+        return _Run(out, spec, world, policy, identity, progress).run()
+
+
+def _chunk_seed(seed: int, chunk: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, chunk, stream]).generate_state(1)[0])
+
+
+class _Run:
+    """One generation run: roll out the missing chunks, then assemble."""
+
+    def __init__(self, out: Path, spec: DatasetSpec, world: World, policy, identity: dict, progress: bool):
+        self.out, self.spec, self.world, self.policy, self.identity = out, spec, world, policy, identity
+        self.progress = progress
+        self.partial = out / PARTIAL
+        cfg = spec.config
+        self.layout = Layout(cfg.horizon, cfg.num_candidates, cfg.slate_size, world.dim, spec.precision)
+        self.num_chunks = math.ceil(spec.episodes / spec.chunk)
+        self.timings: dict[str, float] = {}
+
+    def chunk_path(self, i: int, suffix: str) -> Path:
+        return self.partial / f"chunk-{i:05d}{suffix}"
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        a = i * self.spec.chunk
+        return a, min(a + self.spec.chunk, self.spec.episodes)
+
+    def chunk_done(self, i: int) -> bool:
+        if not (self.chunk_path(i, ".npz").is_file() and self.chunk_path(i, ".parquet").is_file()):
+            return False
+        try:
+            self.read_chunk(i)
+        except FileFormatError:
+            return False
+        return True
+
+    def read_chunk(self, i: int) -> dict[str, np.ndarray]:
+        a, b = self.bounds(i)
+        arrays = read_npz(self.chunk_path(i, ".npz"), "a dataset chunk", required=ARRAYS)
+        if len(arrays["seeds"]) != b - a:
+            raise FileFormatError(f"{self.chunk_path(i, '.npz')}: {len(arrays['seeds'])} episodes, expected {b - a}")
+        return arrays
+
+    def run(self) -> dict[str, Any]:
+        """Roll out the chunks not yet done while a second thread assembles the dataset, in order.
+
+        The assembler writes the HDF5 file and the Parquet export into
+        ``.partial/build`` as chunks arrive (from disk for chunks an earlier
+        run finished), so writing overlaps the rollouts. An interrupted run
+        leaves the chunks; its half-built files are discarded by the rerun.
+        """
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        self.partial.mkdir(exist_ok=True)
+        done = {i for i in range(self.num_chunks) if self.chunk_done(i)}
+        done_eps = sum(b - a for a, b in map(self.bounds, done))
+        bar = tqdm(total=self.spec.episodes, initial=done_eps, unit="ep", desc="generating",
+                   disable=not self.progress, leave=False, smoothing=0.1)
+        assembler = _Assembler(self)
+        envs: dict[int, PastaT2IVectorEnv] = {}
+        config = replace(self.spec.config, expose_user_type=True)  # the label; filtered for the policy
+        try:
+            for i in range(self.num_chunks):
+                if i in done:
+                    assembler.put(i, self.read_chunk(i), None)
+                    continue
+                a, b = self.bounds(i)
+                if b - a not in envs:
+                    envs[b - a] = PastaT2IVectorEnv(num_envs=b - a, world=self.world, config=config)
+                arrays, ids = self.rollout(envs[b - a], i, a)
+                table = self.write_chunk(i, a, arrays, ids)
+                assembler.put(i, arrays, table)
+                bar.update(b - a)
+            self.timings["rollout_s"] = time.perf_counter() - t0
+            checksums, rewards = assembler.finish()
+        except BaseException:
+            assembler.abort()
+            raise
+        finally:
+            bar.close()
+            for env in envs.values():
+                env.close()
+        self.timings["generate_and_write_s"] = time.perf_counter() - t0
+        return self.finalize(assembler.build, checksums, rewards)
+
+    def rollout(self, env: PastaT2IVectorEnv, i: int, start: int) -> tuple[dict, dict]:
+        spec, layout, core = self.spec, self.layout, env.core
+        n, H = env.num_envs, layout.horizon
+        C, L = layout.num_candidates, layout.slate_size
+        arrays = {k: np.zeros(shape, dt) for k, (shape, dt) in layout.shapes(n).items()}
+        obs, info = env.reset(seed=spec.seed + start)
+        self.policy.reset(seed=_chunk_seed(spec.seed, i, 0))
+        rng = np.random.default_rng(_chunk_seed(spec.seed, i, 1))
+        privileged = bool(getattr(self.policy, "privileged", False))
+        cur = np.array(core.cur)  # a copy: a single-shard core updates its prompts in place
+        ids = {"initial": cur, "prompt": np.zeros((n, H, cur.shape[1]), cur.dtype),
+               "candidates": np.zeros((n, H, C, cur.shape[1]), cur.dtype)}
+        arrays["candidates"][:, 0] = obs["candidates"]
+        arrays["request"][:] = obs["initial_prompt"]
+        arrays["seeds"][:] = spec.seed + start + np.arange(n)
+        arrays["user_type"][:] = info["user_type"]
+        arrays["last_choice"][:, 0] = -1
+        for t in range(H):
+            ids["prompt"][:, t] = core.cur
+            ids["candidates"][:, t] = core.cands
+            shown = info if privileged else {k: v for k, v in info.items() if k not in PRIVILEGED_INFO_KEYS}
+            slates = np.asarray(self.policy.act(obs, shown))
+            if spec.epsilon > 0:
+                explore = rng.random(n) < spec.epsilon
+                slates = np.where(explore[:, None], rng.integers(0, C, (n, L)), slates)
+                arrays["explored"][:, t] = explore
+            obs, reward, term, trunc, info = env.step(slates)
+            arrays["actions"][:, t] = info["slate"]
+            arrays["rewards"][:, t] = reward
+            arrays["terminations"][:, t] = term
+            arrays["truncations"][:, t] = trunc
+            arrays["last_choice"][:, t + 1] = info["choice"]
+            arrays["last_images"][:, t + 1] = obs["history_slate_images"][:, t]
+            arrays["candidates"][:, t + 1] = obs["candidates"]
+        return arrays, ids
+
+    def write_chunk(self, i: int, start: int, arrays: dict, ids: dict):
+        pq = require("pyarrow.parquet")
+        cands = self.world.candidates
+        table = turn_table(self.world.space, start, arrays, ids, cands.categories, cands.category_of)
+        with atomic_path(self.chunk_path(i, ".parquet")) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        with atomic_path(self.chunk_path(i, ".npz")) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # last: its presence marks the chunk done
+        return table
+
+    def finalize(self, build: Path, checksums: dict[str, str], rewards: np.ndarray) -> dict[str, Any]:
+        """Checksum the built files, move them into place, write the manifest (last), drop the chunks."""
+        t0 = time.perf_counter()
+        spec, layout, out = self.spec, self.layout, self.out
+        files = {}
+        for rel in (f"{DATA_DIR}/{MAIN_FILE}", f"{DATA_DIR}/metadata.json", TURNS_FILE):
+            path = build / rel
+            files[rel] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        shapes = layout.shapes(spec.episodes)
+        cands = self.world.candidates
+        manifest = {
+            "format": "pasta-t2i trajectories", "format_version": 1,
+            "dataset_id": spec.minari_id, "env_id": "PastaT2I-v0", "env_kwargs": spec.env_kwargs(),
+            "spec": spec.to_dict(), "prompts_fingerprint": self.identity["prompts_fingerprint"],
+            "world": self.identity["world"], "layout": asdict(layout),
+            "categories": cands.category_of.tolist(), "category_names": list(cands.categories),
+            "episodes": spec.episodes, "steps": spec.episodes * layout.horizon,
+            "arrays": {k: {"shape": list(shapes[k][0]), "dtype": shapes[k][1].name, "sha256": checksums[k]}
+                       for k in ARRAYS},
+            "files": files, "returns": returns_summary(rewards),
+            "code_version": code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        # Into place: the data, the export, then the manifest (last: it marks the dataset complete).
+        for rel in (DATA_DIR, TURNS_FILE):
+            target = out / rel
+            if target.is_dir():
+                shutil.rmtree(target)
+            (build / rel).replace(target)
+        self.timings["finalize_s"] = time.perf_counter() - t0
+        manifest["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        write_json(out / MANIFEST, manifest)
+        shutil.rmtree(self.partial, ignore_errors=True)
+        return manifest
+
+
+class _Assembler:
+    """Builds the dataset files in ``.partial/build`` from chunks handed over in order, on its own thread."""
+
+    def __init__(self, run: _Run):
+        import queue
+        import threading
+
+        self.run, self.build = run, run.partial / "build"
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.rewards: list[np.ndarray] = []
+        self.writer: HDF5Writer | None = None
+        self.turns: Any = None  # the Parquet writer, opened with the first chunk's schema
+        self.stopped = False
+        self.thread = threading.Thread(target=self._work, name="pasta-dataset-writer", daemon=True)
+        shutil.rmtree(self.build, ignore_errors=True)
+        self.build.mkdir()
+        self.thread.start()
+
+    def put(self, i: int, arrays: dict, table) -> None:
+        """Hand over chunk ``i`` (its arrays, and its turn table or ``None`` to read it from disk)."""
+        import queue
+
+        while True:
+            if self.error is not None or not self.thread.is_alive():
+                raise RuntimeError("writing the dataset failed") from self.error
+            try:
+                self.queue.put((i, arrays, table), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> tuple[dict[str, str], np.ndarray]:
+        """Wait for the last chunk; the arrays' checksums and all rewards."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise RuntimeError("writing the dataset failed") from self.error
+        assert self.writer is not None
+        checksums = self.writer.close()
+        if self.turns is not None:
+            self.turns.close()
+        return checksums, np.concatenate(self.rewards)
+
+    def abort(self) -> None:
+        """Stop the thread; the half-built files stay in ``.partial/build`` until a rerun discards them."""
+        import queue
+
+        self.stopped = True
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)
+        self.thread.join(timeout=10)
+        if self.writer is not None:
+            self.writer.abort()
+
+    def _work(self) -> None:
+        try:
+            run = self.run
+            spec = run.spec
+            t0 = time.perf_counter()
+            algorithm = spec.policy + (f" with epsilon {spec.epsilon:g} random slates" if spec.epsilon else "")
+            self.writer = HDF5Writer(
+                self.build / DATA_DIR, run.layout, spec.episodes, env_spec_for(spec.env_kwargs()), spec.minari_id,
+                {"algorithm_name": algorithm,
+                 "description": f"{spec.episodes} episodes of PastaT2I-v0 (world {spec.world}) under {algorithm}; "
+                                f"written by pasta-t2i {code_version()}. Observations are stored compactly (what "
+                                "is new at each step); pasta_env.datasets.load rebuilds the env's full "
+                                "observations."})
+            pq = require("pyarrow.parquet")
+            expected = 0
+            while not self.stopped:
+                item = self.queue.get()
+                if item is None:
+                    break
+                i, arrays, table = item
+                if i != expected:  # pragma: no cover - the producer hands chunks over in order
+                    raise RuntimeError(f"chunk {i} arrived before chunk {expected}")
+                expected += 1
+                self.writer.append(arrays)
+                self.rewards.append(arrays["rewards"])
+                if table is None:
+                    table = pq.read_table(run.chunk_path(i, ".parquet"))
+                if self.turns is None:
+                    self.turns = pq.ParquetWriter(self.build / TURNS_FILE, table.schema, compression="zstd")
+                self.turns.write_table(table)
+            run.timings["writer_busy_s"] = time.perf_counter() - t0
+        except BaseException as exc:  # handed to the producer, which raises it
+            self.error = exc
