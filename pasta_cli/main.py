@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 from typing import cast
@@ -36,15 +37,15 @@ def _threads() -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Compare agents on the same users; print a table, write JSON and a plot."""
-    from agents import AGENTS
+    from agents import check_agent_spec
     from agents.evaluation import evaluate, plot_per_turn
     from simulators.atomic import write_json
 
     names = [a.strip() for a in args.agents.split(",") if a.strip()]
-    unknown = [n for n in names if n not in AGENTS]
-    if unknown or not names:
-        problem = f"unknown agent {unknown[0]!r}" if unknown else "--agents names no agent"
-        raise ValueError(f"{problem}; known agents: {', '.join(sorted(AGENTS))}")
+    if not names:
+        raise ValueError("--agents names no agent")
+    for n in names:
+        check_agent_spec(n)
     _positive(episodes=args.episodes, num_envs=args.num_envs)
     _outputs(json=args.json, plot=args.plot)
     result = evaluate(names, episodes=args.episodes, seed=args.seed, prompts=args.prompts,
@@ -122,6 +123,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _outputs(json=args.json)
     throughput.run(args.steps, args.json)
     return 0
+
+
+def cmd_train_iql(args: argparse.Namespace) -> int:
+    """Train PASTA's agent (IQL on d3rlpy, decomposed slate value) on datasets; rerun to resume."""
+    from agents.offline.iql import IQLSettings, train_iql
+
+    mix = _shares(args.mix, len(args.data)) if args.mix else None
+    _positive(steps=args.steps, batch_size=args.batch_size, eval_episodes=args.eval_episodes, threads=args.threads)
+    _torch_threads(args.threads)
+    settings = IQLSettings(steps=args.steps, batch_size=args.batch_size, expectile=args.expectile,
+                           gamma=args.gamma, hidden=args.hidden, critic_lr=args.lr, eval_every=args.eval_every,
+                           eval_episodes=args.eval_episodes, seed=args.seed, compile_graph=args.compile)
+    history = train_iql(args.data, args.out, settings, mix=mix, device=args.device, progress=not args.quiet)
+    last = history["evaluations"][-1]
+    print(f"{args.out}: {history['step']} gradient steps, return {last['return_mean']:.3f} ± "
+          f"{last['return_ci95']:.3f} on {args.eval_episodes} users; "
+          f"{history['steps_per_second']:.1f} steps/s (evaluations included)" if history["steps_per_second"]
+          else f"{args.out}: already trained")
+    print(f"learning curves: {args.out}/curves.png; compare: pasta evaluate --agents iql:{args.out},bayes,lmm,random")
+    return 0
+
+
+def _shares(text: str, n: int) -> list[float]:
+    try:
+        shares = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--mix takes comma-separated numbers, got {text!r}") from None
+    if len(shares) != n or min(shares) < 0 or sum(shares) <= 0 or not all(math.isfinite(s) for s in shares):
+        raise ValueError(f"--mix needs one non-negative share per --data ({n}), got {text!r}")
+    return shares
 
 
 def cmd_bench_dataset(args: argparse.Namespace) -> int:
@@ -404,6 +435,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench = command("bench", cmd_bench)
     bench.add_argument("--steps", type=int, default=20000, help="steps per measurement")
     bench.add_argument("--json", default="results/throughput.json", help="where to write the figures")
+
+    ti = command("train-iql", cmd_train_iql)
+    ti.add_argument("--data", action="append", required=True, help="a dataset folder (repeat for a mix)")
+    ti.add_argument("--mix", default=None, help="share of each --data in a batch, e.g. 0.5,0.5 (default: equal)")
+    ti.add_argument("--steps", type=int, default=5000, help="gradient steps")
+    ti.add_argument("--batch-size", type=int, default=256, help="transitions per gradient step")
+    ti.add_argument("--expectile", type=float, default=0.7, help="IQL's expectile of the value function")
+    ti.add_argument("--gamma", type=float, default=1.0, help="discount (1: the episode return)")
+    ti.add_argument("--hidden", type=int, default=128, help="width of the networks' hidden layers")
+    ti.add_argument("--lr", type=float, default=3e-4, help="critic learning rate (Adam)")
+    ti.add_argument("--eval-every", type=int, default=1000, help="evaluate and save progress every N steps")
+    ti.add_argument("--eval-episodes", type=int, default=500, help="users per evaluation")
+    ti.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1...")
+    ti.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (one per core)")
+    ti.add_argument("--compile", action="store_true", help="d3rlpy's compile_graph (torch.compile; GPU)")
+    ti.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
+    ti.add_argument("--out", required=True, help="the model folder to write")
+    ti.add_argument("--quiet", action="store_true", help="no progress bar")
 
     bd = command("bench-dataset", cmd_bench_dataset)
     bd.add_argument("--episodes", type=int, default=30000, help="episodes in the dataset")

@@ -48,10 +48,19 @@ class MissingDependencyError(PastaError, ImportError):
 
 
 def require(module: str, extra: str = "data"):
-    """Import an optional dependency or raise :class:`MissingDependencyError` with the install hint."""
+    """Import an optional dependency or raise :class:`MissingDependencyError` with the install hint.
+
+    d3rlpy imports the retired ``gym``, whose notice on standard error is not
+    ours to act on: it is kept quiet.
+    """
     import importlib
+    import io
+    import sys
 
     try:
+        if module.split(".")[0] == "d3rlpy" and "d3rlpy" not in sys.modules:
+            with contextlib.redirect_stderr(io.StringIO()):
+                return importlib.import_module(module)
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(f"{module} is needed for trajectory datasets; install it with "

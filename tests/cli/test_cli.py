@@ -159,3 +159,21 @@ def test_bench_dataset_writes_json(tmp_path, capsys):
     assert payload["verify"]["ok"] and payload["episodes"] == 20 and payload["size_bytes"] > 0
     assert set(payload["float16"]["agents"]) == {"lmm", "greedy", "bayes"}
     assert "float16 storage" in capsys.readouterr().out
+
+
+def test_train_iql_then_evaluate_it(tmp_path, capsys):
+    pytest.importorskip("d3rlpy")
+    pytest.importorskip("minari")
+    data, model = tmp_path / "data", tmp_path / "model"
+    assert main(["generate", "--episodes", "40", "--chunk", "20", "--policy", "lmm", "--out", str(data),
+                 "--quiet"]) == 0
+    assert main(["train-iql", "--data", str(data), "--data", str(data), "--mix", "0.7,0.3", "--steps", "20",
+                 "--batch-size", "32", "--hidden", "16", "--eval-every", "10", "--eval-episodes", "16",
+                 "--threads", "1", "--out", str(model), "--quiet"]) == 0
+    assert "20 gradient steps, return" in capsys.readouterr().out
+    assert main(["evaluate", "--agents", f"iql:{model},random", "--episodes", "16", "--quiet"]) == 0
+    assert f"| iql:{model} |" in capsys.readouterr().out
+    assert main(["train-iql", "--data", str(data), "--mix", "1,2", "--out", str(tmp_path / "m2")]) == 2
+    assert "--mix needs one non-negative share per --data (1)" in capsys.readouterr().err
+    assert main(["evaluate", "--agents", "iql", "--episodes", "4"]) == 2
+    assert "agent 'iql' needs a model" in capsys.readouterr().err

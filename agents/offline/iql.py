@@ -1,0 +1,484 @@
+"""PASTA's agent: implicit Q-learning on d3rlpy with the decomposed slate value, and its trainer.
+
+``q(h, P) = mean_{p in P} f(h, p)`` is learned offline with d3rlpy's IQL
+(critic, expectile value function; its actor is trained too, as IQL does,
+but never used). The agent acts by scoring every candidate with ``f`` (the
+minimum over the critic ensemble) and showing the top ``L`` with at most one
+per category, for a whole batch of users at once.
+
+A model is a folder:
+
+* ``model.d3``: d3rlpy's own file (``d3rlpy.load_learnable``, after
+  ``import agents.offline.encoders`` registers the encoder factory; it is a
+  pickle, like every ``.d3``: load only files you trust);
+* ``weights.pt`` and ``model.json``: the same weights as a state dict and
+  d3rlpy's config as JSON, with the sizes, categories and world it was
+  trained for. :meth:`IQLAgent.load` reads these, never unpickling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.base import Agent, top_diverse
+from agents.offline.encoders import OBSERVATION_KEYS, PastaEncoderFactory, observation_size
+from pasta_env.config import EnvConfig
+from pasta_env.datasets import load
+from pasta_env.datasets.offline import flat_observation_layout, transition_arrays
+from pasta_env.datasets.store import require
+from pasta_env.worlds import World
+from simulators.atomic import atomic_path, write_json
+from simulators.errors import PastaError
+from simulators.files import FileFormatError, WriteLock, check_output_file, code_version
+
+MODEL_FORMAT = "pasta-t2i iql"
+Z95 = 1.959963984540054
+
+
+class ModelMismatchError(PastaError, ValueError):
+    """A model was trained for other sizes, categories or another world than it is used with."""
+
+
+@dataclass(frozen=True)
+class IQLSettings:
+    """How to train.
+
+    Attributes:
+        steps: Gradient steps.
+        batch_size: Transitions per step (drawn from the datasets in ``mix`` shares).
+        expectile: IQL's expectile ``tau`` of the value function (0.5: the mean; higher: optimistic).
+        weight_temp: IQL's advantage temperature (actor only).
+        gamma: Discount (1.0: the episode return, as the env's horizon is fixed).
+        hidden: Width of the networks' hidden layers.
+        critic_lr, actor_lr: Adam learning rates.
+        n_critics: Critics in the ensemble (acting takes their minimum).
+        eval_every: Evaluate the agent in the env every this many steps (0: only at the end).
+        eval_episodes: Episodes per evaluation (the same users every time).
+        log_every: Record the losses every this many steps.
+        seed: Seed of initialisation and batch sampling.
+        compile_graph: d3rlpy's ``compile_graph`` (``torch.compile`` and CUDA graphs; GPU).
+    """
+
+    steps: int = 20000
+    batch_size: int = 256
+    expectile: float = 0.7
+    weight_temp: float = 3.0
+    gamma: float = 1.0
+    hidden: int = 256
+    critic_lr: float = 3e-4
+    actor_lr: float = 3e-4
+    n_critics: int = 2
+    eval_every: int = 2000
+    eval_episodes: int = 500
+    log_every: int = 100
+    seed: int = 0
+    compile_graph: bool = False
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "hidden", "n_critics", "eval_episodes", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if not 0.0 < self.expectile < 1.0:
+            raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+
+
+def _d3rlpy():
+    return require("d3rlpy", extra="offline")
+
+
+def make_iql(settings: IQLSettings, horizon: int, slate_size: int, dim: int, device: str = "cpu"):
+    """A d3rlpy IQL with PASTA's networks, its parameters initialised from ``settings.seed``."""
+    d3rlpy = _d3rlpy()
+    factory = PastaEncoderFactory(horizon=horizon, slate_size=slate_size, dim=dim, hidden=settings.hidden)
+    config = d3rlpy.algos.IQLConfig(
+        batch_size=settings.batch_size, gamma=settings.gamma, expectile=settings.expectile,
+        weight_temp=settings.weight_temp, critic_learning_rate=settings.critic_lr,
+        actor_learning_rate=settings.actor_lr, n_critics=settings.n_critics,
+        critic_encoder_factory=factory, value_encoder_factory=factory,
+        actor_encoder_factory=d3rlpy.models.VectorEncoderFactory(hidden_units=[64]),
+        compile_graph=settings.compile_graph)
+    algo = config.create(device=device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        algo.create_impl((observation_size(horizon, slate_size, dim),), slate_size * dim)
+    return algo
+
+
+def flat_observations(obs: dict[str, np.ndarray], horizon: int, slate_size: int, dim: int) -> np.ndarray:
+    """The networks' input: the batched observation's :data:`OBSERVATION_KEYS`, flattened, ``float32``."""
+    from pasta_env.datasets.layout import Layout
+
+    slots = flat_observation_layout(Layout(horizon, 1, slate_size, dim), OBSERVATION_KEYS)
+    n = len(obs["initial_prompt"])
+    return np.concatenate([np.asarray(obs[k], np.float32).reshape(n, -1) for k in slots], axis=1)
+
+
+def prompt_values(algo, x: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+    """``f(h, p)`` of ``(B, n, d)`` prompts, the minimum over the critics: ``(B, n)``."""
+    values = []
+    for q_func in algo.impl.q_function:
+        fc = getattr(q_func, "_fc", None)
+        if not isinstance(fc, torch.nn.Linear):  # pragma: no cover - another d3rlpy layout
+            raise RuntimeError("this d3rlpy's Q-function has no linear head; install d3rlpy 2.8")
+        values.append(fc(q_func.encoder.per_prompt(x, prompts))[..., 0])
+    return torch.stack(values).min(dim=0).values
+
+
+class IQLAgent(Agent):
+    """Shows the top-``L`` candidates by the learned ``f(h, p)``, at most one per category.
+
+    Build with :meth:`load` (a trained model folder) or :meth:`from_algo`.
+    """
+
+    name = "iql"
+
+    def __init__(self, world: World, config: EnvConfig, seed: int | None = None, algo: Any = None,
+                 name: str = "iql"):
+        super().__init__(world, config, seed)
+        if algo is None:
+            raise ValueError("the iql agent needs a trained model: give iql:PATH (a folder made by "
+                             "`pasta train-iql --out PATH`)")
+        self.algo, self.name = algo, name
+        self.device = next(algo.impl.q_function.parameters()).device
+
+    @classmethod
+    def from_algo(cls, algo, world: World, config: EnvConfig, name: str = "iql") -> IQLAgent:
+        """An agent over an IQL being trained (no file)."""
+        return cls(world, config, algo=algo, name=name)
+
+    @classmethod
+    def load(cls, path: str | Path, world: World, config: EnvConfig, seed: int | None = None,
+             device: str | None = None) -> IQLAgent:
+        """Load a model folder, checking it fits the env.
+
+        Raises:
+            FileFormatError: ``path`` is not a model folder, or its files are damaged.
+            ModelMismatchError: The model was trained for other sizes, categories or another world.
+        """
+        meta = read_model_meta(path)
+        want = {"horizon": config.horizon, "slate_size": config.slate_size, "dim": world.dim,
+                "num_candidates": config.num_candidates, "categories": list(world.candidates.categories)}
+        for key, value in want.items():
+            if meta["layout"][key] != value:
+                raise ModelMismatchError(
+                    f"{path}: the model was trained for {key} {meta['layout'][key]!r}, this env has {value!r}; "
+                    "train a model on data from this env")
+        d3rlpy = _d3rlpy()
+        algo_config = d3rlpy.algos.IQLConfig.deserialize(json.dumps(meta["d3rlpy_config"]))
+        dev = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+        algo = algo_config.create(device=dev)
+        algo.create_impl(tuple(meta["observation_shape"]), int(meta["action_size"]))
+        try:
+            algo.load_model(str(Path(path) / "weights.pt"))
+        except Exception as exc:  # torch raises several kinds for a damaged file
+            raise FileFormatError(f"{path}/weights.pt: cannot load the weights ({type(exc).__name__}: {exc}); "
+                                  "retrain the model") from exc
+        return cls(world, config, seed, algo=algo, name=f"iql:{path}")
+
+    def values(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """``f(h, p)`` of every candidate: ``(num_envs, L_C)``."""
+        cfg = self.config
+        x = flat_observations(obs, cfg.horizon, cfg.slate_size, self.world.dim)
+        with torch.no_grad():
+            xt = torch.as_tensor(x, device=self.device)
+            pt = torch.as_tensor(np.asarray(obs["candidates"], np.float32), device=self.device)
+            return prompt_values(self.algo, xt, pt).cpu().numpy()
+
+    def act_batch(self, obs, info):
+        return top_diverse(self.values(obs), obs["candidate_categories"], self.config.slate_size,
+                           len(self.world.candidates.categories))
+
+
+def read_model_meta(path: str | Path) -> dict[str, Any]:
+    """``model.json`` of a model folder, checked."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileFormatError(f"iql model {str(path)!r} " + ("is a file; give the model folder made by "
+                                                             "`pasta train-iql --out`" if path.exists()
+                                                             else "does not exist; train one with `pasta train-iql`"))
+    try:
+        meta = json.loads((path / "model.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise FileFormatError(f"{path}: no readable model.json ({exc}); not a finished iql model") from exc
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        raise FileFormatError(f"{path}/model.json is not an iql model description")
+    return meta
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+class _Sampler:
+    """Draws mini-batches from one or more datasets in fixed shares, with vectorised indexing."""
+
+    def __init__(self, folders: Sequence[str | Path], mix: Sequence[float], batch_size: int, seed: int):
+        self.parts = []
+        layouts = set()
+        worlds = set()
+        for folder in folders:
+            ds = load(folder)
+            layouts.add((ds.layout.horizon, ds.layout.num_candidates, ds.layout.slate_size, ds.layout.dim))
+            worlds.add(json.dumps(ds.manifest["world"]["fingerprints"], sort_keys=True))
+            a = transition_arrays(ds, keys=OBSERVATION_KEYS, action="embeddings")
+            self.parts.append({"obs": a["observations"].astype(np.float16),
+                               "actions": a["actions"].astype(np.float16),
+                               "rewards": a["rewards"], "terminals": a["terminals"][:, None]})
+            self.horizon = ds.layout.horizon
+            self.layout, self.manifest = ds.layout, ds.manifest
+        if len(layouts) > 1:
+            raise ValueError(f"the datasets have different sizes (horizon, candidates, slate, dim): {sorted(layouts)}")
+        if len(worlds) > 1:
+            raise ValueError("the datasets come from different worlds; train on data of one world")
+        shares = np.asarray(mix, float)
+        counts = np.floor(shares / shares.sum() * batch_size).astype(int)
+        counts[np.argmax(shares - counts / batch_size)] += batch_size - counts.sum()
+        self.counts = counts
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self):
+        d3rlpy = _d3rlpy()
+        obs, nxt, act, rew, term = [], [], [], [], []
+        H = self.horizon
+        for part, n in zip(self.parts, self.counts):
+            if n == 0:
+                continue
+            k = self.rng.integers(0, len(part["rewards"]), n)
+            last = (k % H) == H - 1
+            obs.append(part["obs"][k])
+            nxt.append(part["obs"][np.where(last, k, k + 1)])  # a terminal's next observation is never used
+            act.append(part["actions"][k])
+            rew.append(part["rewards"][k])
+            term.append(part["terminals"][k])
+
+        def f32(xs):
+            return np.concatenate(xs).astype(np.float32)
+
+        rewards = f32(rew)
+        return d3rlpy.dataset.TransitionMiniBatch(
+            observations=f32(obs), actions=f32(act), rewards=rewards, next_observations=f32(nxt),
+            next_actions=np.zeros_like(f32(act)), terminals=f32(term), intervals=np.ones_like(rewards),
+            transitions=[])
+
+
+def evaluate_agent(agent: Agent, episodes: int, seed: int, world: World, config: EnvConfig) -> dict[str, Any]:
+    """Mean return of ``agent`` on ``episodes`` users (env seeds ``seed + e``) with a 95% CI."""
+    from pasta_env.vector_env import PastaT2IVectorEnv
+
+    env = PastaT2IVectorEnv(num_envs=episodes, world=world, config=config)
+    try:
+        obs, info = env.reset(seed=seed)
+        agent.reset(seed)
+        total = np.zeros(episodes)
+        turns = []
+        for _ in range(config.horizon):
+            obs, reward, *_, info = env.step(agent.act(obs, info))
+            total += reward
+            turns.append(float(reward.mean()))
+    finally:
+        env.close()
+    half = Z95 * total.std(ddof=1) / math.sqrt(episodes) if episodes > 1 else float("nan")
+    return {"return_mean": float(total.mean()), "return_ci95": float(half), "per_turn": turns}
+
+
+def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings = IQLSettings(),
+              mix: Sequence[float] | None = None, device: str = "cpu", progress: bool = True,
+              eval_seed: int = 10_000_000) -> dict[str, Any]:
+    """Train PASTA's agent on one or more datasets and write the model folder ``out``.
+
+    Args:
+        data: Dataset folders (made by ``pasta generate``).
+        out: The model folder to write.
+        settings: What to train and how.
+        mix: Share of each dataset in every batch (default: equal shares).
+        device: Torch device (``cpu``, ``cuda``, ``cuda:1``...).
+        progress: Show a progress bar.
+        eval_seed: Evaluations play the users of env seeds ``eval_seed + e``
+            (users the datasets, seeded from 0 by default, did not hold).
+
+    Progress is saved in ``out/.state`` at every evaluation: rerun the same
+    call after an interrupt and training continues from there.
+
+    Returns:
+        The training history: losses every ``log_every`` steps, evaluations,
+        gradient steps per second.
+    """
+    from tqdm.auto import tqdm
+
+    from pasta_env.worlds import make_world
+
+    if not data:
+        raise ValueError("give at least one dataset")
+    mix = [1.0] * len(data) if mix is None else list(mix)
+    if len(mix) != len(data) or min(mix) < 0 or sum(mix) <= 0:
+        raise ValueError(f"mix must give one non-negative share per dataset ({len(data)}), got {mix}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileFormatError(f"--out {str(out)!r} is a file; the model is a folder")
+    with WriteLock(out):
+        sampler = _Sampler(data, mix, settings.batch_size, settings.seed)
+        lay, manifest = sampler.layout, sampler.manifest
+        kwargs = manifest["env_kwargs"]
+        world = make_world(kwargs["world"], prompts=kwargs["prompts"], num_candidates=kwargs["num_candidates"])
+        env_config = EnvConfig(**{k: v for k, v in kwargs.items() if k not in ("world", "prompts")})
+        algo = make_iql(settings, lay.horizon, lay.slate_size, lay.dim, device)
+        identity = {"settings": asdict(settings), "mix": mix, "device_kind": torch.device(device).type,
+                    "data": [_data_identity(d) for d in data], "code_version": code_version()}
+        state = _State(out, identity)
+        history = state.restore(algo, sampler) or {"losses": [], "evaluations": [], "seconds": 0.0, "step": 0}
+        agent = IQLAgent.from_algo(algo, world, env_config)
+        bar = tqdm(total=settings.steps, initial=history["step"], unit="step", desc="training iql",
+                   disable=not progress, leave=False)
+        t0, step0 = time.perf_counter(), history["step"]
+        sums: dict[str, float] = {}
+        try:
+            for step in range(history["step"] + 1, settings.steps + 1):
+                for k, v in algo.update(sampler.sample()).items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                if step % settings.log_every == 0:
+                    history["losses"].append({"step": step, **{k: v / settings.log_every for k, v in sums.items()}})
+                    sums = {}
+                    bar.set_postfix(critic=f"{history['losses'][-1].get('critic_loss', float('nan')):.3g}")
+                if (settings.eval_every and step % settings.eval_every == 0) or step == settings.steps:
+                    ev = evaluate_agent(agent, settings.eval_episodes, eval_seed, world, env_config)
+                    history["evaluations"].append({"step": step, **ev})
+                    bar.set_postfix(ret=f"{ev['return_mean']:.2f}")
+                    history["step"] = step
+                    history["seconds"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    state.save(algo, sampler, history)
+                bar.update(1)
+        finally:
+            bar.close()
+        trained = history["step"] - step0
+        history["steps_per_second"] = trained / history["seconds"] if history["seconds"] else None
+        _write_model(out, algo, lay, world, manifest, settings, mix, data, history)
+        state.clear()
+    return history
+
+
+def _data_identity(folder: str | Path) -> dict[str, Any]:
+    m = load(folder).manifest
+    return {"dataset_id": m["dataset_id"], "episodes": m["episodes"],
+            "arrays": hashlib.sha256(json.dumps(m["arrays"], sort_keys=True).encode()).hexdigest()[:16]}
+
+
+class _State:
+    """Training progress in ``out/.state``: weights and optimisers, the sampler's generator, the history."""
+
+    def __init__(self, out: Path, identity: dict[str, Any]):
+        self.dir, self.identity = out / ".state", identity
+
+    def restore(self, algo, sampler: _Sampler) -> dict[str, Any] | None:
+        if not (self.dir / "history.json").is_file():
+            return None
+        try:
+            saved = json.loads((self.dir / "identity.json").read_text())
+            history = json.loads((self.dir / "history.json").read_text())
+            rng_state = json.loads((self.dir / "rng.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise FileFormatError(f"{self.dir}: damaged training state ({exc}); delete it to start over") from exc
+        if saved != self.identity:
+            raise ValueError(f"{self.dir} holds the progress of a training with other data or settings; delete "
+                             "it (or choose another --out) to start over")
+        algo.load_model(str(self.dir / "weights.pt"))
+        sampler.rng.bit_generator.state = rng_state
+        return history
+
+    def save(self, algo, sampler: _Sampler, history: dict[str, Any]) -> None:
+        tmp = self.dir.with_name(".state.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        algo.save_model(str(tmp / "weights.pt"))
+        write_json(tmp / "rng.json", sampler.rng.bit_generator.state)
+        write_json(tmp / "identity.json", self.identity)
+        write_json(tmp / "history.json", history)  # last: a state without it is ignored
+        old = self.dir.with_name(".state.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.dir.exists():
+            self.dir.rename(old)
+        tmp.rename(self.dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _write_model(out: Path, algo, lay, world: World, manifest: dict, settings: IQLSettings, mix, data,
+                 history: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "weights.pt") as tmp:
+        algo.save_model(tmp)
+    with atomic_path(out / "model.d3") as tmp:
+        algo.save(tmp)
+    meta = {
+        "format": MODEL_FORMAT, "format_version": 1, "code_version": code_version(),
+        "d3rlpy_config": json.loads(algo.config.serialize()),
+        "observation_shape": list(algo.impl.observation_shape), "action_size": int(algo.impl.action_size),
+        "observation_keys": list(OBSERVATION_KEYS),
+        "layout": {"horizon": lay.horizon, "slate_size": lay.slate_size, "dim": lay.dim,
+                   "num_candidates": lay.num_candidates, "categories": list(world.candidates.categories)},
+        "world": manifest["world"], "settings": asdict(settings), "mix": list(mix),
+        "data": [str(d) for d in data], "final_evaluation": history["evaluations"][-1] if history["evaluations"]
+        else None,
+    }
+    write_json(out / "history.json", history)
+    plot_history(history, out / "curves.png")
+    write_json(out / "model.json", meta)  # last: it marks a finished model
+
+
+def plot_history(history: dict[str, Any], path: str | Path, references: dict[str, float] | None = None) -> None:
+    """Learning curves: evaluation return (with 95% CI) and losses against gradient steps, as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    check_output_file(path, "plot")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ev = history["evaluations"]
+    if ev:
+        steps = [e["step"] for e in ev]
+        mean = np.array([e["return_mean"] for e in ev])
+        half = np.array([e["return_ci95"] for e in ev])
+        ax1.plot(steps, mean, marker="o", label="iql")
+        ax1.fill_between(steps, mean - half, mean + half, alpha=0.2)
+    for name, value in (references or {}).items():
+        ax1.axhline(value, linestyle="--", linewidth=1, label=name, color=None)
+    ax1.set_xlabel("gradient steps")
+    ax1.set_ylabel("mean return (95% CI)")
+    ax1.grid(alpha=0.3)
+    if ax1.lines:
+        ax1.legend(fontsize="small")
+    losses = history["losses"]
+    if losses:
+        steps = [x["step"] for x in losses]
+        for key in ("critic_loss", "value_loss"):
+            if key in losses[0]:
+                ax2.plot(steps, [x[key] for x in losses], label=key)
+        ax2.set_yscale("log")
+    ax2.set_xlabel("gradient steps")
+    ax2.set_ylabel("loss")
+    ax2.grid(alpha=0.3)
+    if ax2.lines:
+        ax2.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+

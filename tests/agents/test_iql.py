@@ -1,0 +1,171 @@
+"""PASTA's agent on d3rlpy: it learns a toy signal, saves and loads, acts by the rules, refuses a wrong env."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("d3rlpy")
+pytest.importorskip("minari")
+
+from agents import make_agent  # noqa: E402
+from agents.model_based import candidate_utilities  # noqa: E402
+from agents.offline.iql import IQLAgent, IQLSettings, ModelMismatchError, make_iql, train_iql  # noqa: E402
+from pasta_env.config import EnvConfig  # noqa: E402
+from pasta_env.datasets import DatasetSpec, generate  # noqa: E402
+from simulators.files import FileFormatError  # noqa: E402
+from tests.conftest import ENV_ID  # noqa: E402
+
+SETTINGS = IQLSettings(steps=300, batch_size=64, hidden=32, eval_every=150, eval_episodes=64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("iql")
+    generate(root / "data", DatasetSpec(episodes=400, policy="random", chunk=200), progress=False)
+    history = train_iql([root / "data"], root / "model", SETTINGS, progress=False)
+    return root, history
+
+
+@pytest.fixture(scope="module")
+def users():
+    env = gym.make_vec(ENV_ID, num_envs=300, vectorization_mode="vector_entry_point")
+    obs, _ = env.reset(seed=5)
+    return env, obs
+
+
+def value_correlation(agent, env, obs) -> float:
+    """Mean (over users) correlation of f(h, p) with the prior-expected utility of each candidate."""
+    u = np.einsum("k,bkc->bc", env.world.user_model.prior, candidate_utilities(obs, env.world.user_model))
+    v = agent.values(obs)
+    a, b = v - v.mean(1, keepdims=True), u - u.mean(1, keepdims=True)
+    return float(((a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))).mean())
+
+
+def test_a_few_hundred_steps_learn_which_prompts_users_like(toy, users):
+    env, obs = users
+    untrained = IQLAgent.from_algo(make_iql(SETTINGS, 5, 4, 64), env.world, env.config)
+    trained = IQLAgent.load(toy[0] / "model", env.world, env.config)
+    assert value_correlation(untrained, env, obs) < 0.3
+    assert value_correlation(trained, env, obs) > 0.4
+
+
+def test_training_writes_history_curves_and_both_model_files(toy):
+    root, history = toy
+    assert [e["step"] for e in history["evaluations"]] == [150, 300]
+    assert len(history["losses"]) == 3 and {"critic_loss", "v_loss"} <= set(history["losses"][0])
+    model = root / "model"
+    assert {p.name for p in model.iterdir()} == {"model.d3", "weights.pt", "model.json", "history.json", "curves.png"}
+    assert (model / "curves.png").stat().st_size > 5000
+
+
+def test_the_model_loads_with_d3rlpys_own_loader(toy, users):
+    import d3rlpy
+    import torch
+
+    env, obs = users
+    ours = IQLAgent.load(toy[0] / "model", env.world, env.config)
+    theirs = d3rlpy.load_learnable(str(toy[0] / "model" / "model.d3"))
+    x = np.random.default_rng(0).random((7, theirs.observation_shape[0])).astype(np.float32)
+    a = np.random.default_rng(1).standard_normal((7, 256)).astype(np.float32)
+    np.testing.assert_allclose(theirs.predict_value(x, a), ours.algo.predict_value(x, a), rtol=1e-5, atol=1e-5)
+    same = IQLAgent.from_algo(theirs, env.world, env.config)
+    np.testing.assert_allclose(same.values(obs), ours.values(obs), rtol=1e-5, atol=1e-5)
+    assert isinstance(theirs.impl.q_function[0].encoder, torch.nn.Module)
+
+
+def test_the_slate_value_is_the_mean_of_the_prompt_values(toy, users):
+    import torch
+
+    env, obs = users
+    agent = IQLAgent.load(toy[0] / "model", env.world, env.config)
+    from agents.offline.iql import flat_observations
+
+    x = flat_observations(obs, 5, 4, 64)[:5]
+    slate = obs["candidates"][:5, [0, 6, 12, 18]].reshape(5, -1)
+    with torch.no_grad():
+        q = [q_func(torch.as_tensor(x), torch.as_tensor(slate)).q_value[:, 0].numpy()
+             for q_func in agent.algo.impl.q_function]
+        f = [q_func._fc(q_func.encoder.per_prompt(torch.as_tensor(x), torch.as_tensor(
+            obs["candidates"][:5, [0, 6, 12, 18]])))[..., 0].numpy() for q_func in agent.algo.impl.q_function]
+    for qi, fi in zip(q, f):
+        np.testing.assert_allclose(qi, fi.mean(axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_acting_shows_one_candidate_per_category_and_the_best_ones(toy, users):
+    env, obs = users
+    agent = make_agent(f"iql:{toy[0] / 'model'}", env.world, env.config)
+    slates = agent.act(obs, {})
+    cats = np.take_along_axis(obs["candidate_categories"], slates, axis=1)
+    assert all(len(set(row)) == 4 for row in cats.tolist())
+    values = agent.values(obs)
+    best_per_cat = np.stack([np.where(obs["candidate_categories"] == c, values, -np.inf).max(axis=1)
+                             for c in range(5)], axis=1)
+    chosen = np.take_along_axis(values, slates, axis=1)
+    np.testing.assert_allclose(np.sort(chosen, axis=1), np.sort(best_per_cat, axis=1)[:, 1:])
+    single = gym.make(ENV_ID)
+    o, _ = single.reset(seed=2)
+    assert agent.act(o).shape == (4,)
+
+
+def test_a_model_for_another_env_gets_a_clear_error(toy, tmp_path, users):
+    env, _ = users
+    with pytest.raises(ModelMismatchError, match="trained for slate_size 4, this env has 3"):
+        IQLAgent.load(toy[0] / "model", env.world, EnvConfig(slate_size=3))
+    other = tmp_path / "other"
+    shutil.copytree(toy[0] / "model", other)
+    meta = json.loads((other / "model.json").read_text())
+    meta["layout"]["dim"] = 384
+    (other / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="trained for dim 384, this env has 64"):
+        IQLAgent.load(other, env.world, env.config)
+    with pytest.raises(FileFormatError, match="does not exist"):
+        IQLAgent.load(tmp_path / "missing", env.world, env.config)
+    with pytest.raises(ValueError, match="agent 'iql' needs a model: write iql:PATH"):
+        make_agent("iql", env.world, env.config)
+    with pytest.raises(ValueError, match="agent 'greedy' takes no model"):
+        make_agent("greedy:x", env.world, env.config)
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(toy, tmp_path, monkeypatch):
+    import torch
+
+    import agents.offline.iql as iql
+
+    settings = IQLSettings(steps=40, batch_size=32, hidden=16, eval_every=20, eval_episodes=16, seed=1)
+    data = [toy[0] / "data"]
+    train_iql(data, tmp_path / "whole", settings, progress=False)
+    real, calls = iql.evaluate_agent, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(iql, "evaluate_agent", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_iql(data, tmp_path / "resumed", settings, progress=False)
+    assert (tmp_path / "resumed" / ".state" / "history.json").is_file()
+    monkeypatch.setattr(iql, "evaluate_agent", real)
+    history = train_iql(data, tmp_path / "resumed", settings, progress=False)
+    assert [e["step"] for e in history["evaluations"]] == [20, 40]
+    a = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "weights.pt", weights_only=True)
+    for name in ("q_funcs", "value_func"):
+        for k, v in a[name].items():
+            assert torch.equal(v, b[name][k]), (name, k)
+    assert not (tmp_path / "resumed" / ".state").exists()
+
+
+def test_evaluate_compares_a_trained_model_with_the_baselines(toy):
+    from agents.evaluation import evaluate
+
+    model = f"iql:{toy[0] / 'model'}"
+    result = evaluate([model, "random"], episodes=64, seed=1, progress=False)
+    assert set(result.agents) == {model, "random"}
+    assert result.agents[model].returns.mean() > result.agents["random"].returns.mean()
