@@ -155,6 +155,20 @@ def _shares(text: str, n: int) -> list[float]:
     return shares
 
 
+def cmd_bench_iql(args: argparse.Namespace) -> int:
+    """Benchmark PASTA's agent: IQL on lmm, lmm+epsilon, bayes and mixed data against the baselines."""
+    from benchmarks import iql
+
+    unknown = [r for r in args.recipes.split(",") if r not in iql.RECIPES]
+    if unknown:
+        raise ValueError(f"unknown recipe {unknown[0]!r}; recipes: {', '.join(iql.RECIPES)}")
+    _positive(episodes=args.episodes, steps=args.steps, eval_episodes=args.eval_episodes, threads=args.threads)
+    _torch_threads(args.threads)
+    iql.run(args.out, args.episodes, args.steps, args.eval_episodes, args.eval_seed, tuple(args.recipes.split(",")),
+            args.hidden, args.batch_size, args.device, progress=not args.quiet)
+    return 0
+
+
 def cmd_bench_dataset(args: argparse.Namespace) -> int:
     """Benchmark dataset generation: wall time, peak memory, size, verify, and what float16 storage costs."""
     from agents import AGENTS
@@ -453,6 +467,19 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
     ti.add_argument("--out", required=True, help="the model folder to write")
     ti.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bi = command("bench-iql", cmd_bench_iql)
+    bi.add_argument("--out", default="results/iql", help="folder for datasets, models, tables and plots")
+    bi.add_argument("--episodes", type=int, default=30000, help="episodes per behaviour dataset")
+    bi.add_argument("--steps", type=int, default=3000, help="gradient steps per model")
+    bi.add_argument("--recipes", default="lmm,lmm-eps10,bayes,lmm+bayes", help="behaviour-data recipes to train on")
+    bi.add_argument("--hidden", type=int, default=128, help="width of the networks' hidden layers")
+    bi.add_argument("--batch-size", type=int, default=256, help="transitions per gradient step")
+    bi.add_argument("--eval-episodes", type=int, default=2000, help="users per agent in the final comparison")
+    bi.add_argument("--eval-seed", type=int, default=1_000_000, help="first env seed of the final comparison")
+    bi.add_argument("--device", default="cpu", help="torch device")
+    bi.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
+    bi.add_argument("--quiet", action="store_true", help="no progress bars")
 
     bd = command("bench-dataset", cmd_bench_dataset)
     bd.add_argument("--episodes", type=int, default=30000, help="episodes in the dataset")
