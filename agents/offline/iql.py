@@ -101,6 +101,11 @@ def _d3rlpy():
     return require("d3rlpy", extra="offline")
 
 
+def algo_device(device: str) -> str:
+    """The device string d3rlpy uses for ``device`` (``cuda`` means ``cuda:0``)."""
+    return "cuda:0" if device == "cuda" else device
+
+
 def make_iql(settings: IQLSettings, horizon: int, slate_size: int, dim: int, device: str = "cpu"):
     """A d3rlpy IQL with PASTA's networks, its parameters initialised from ``settings.seed``."""
     d3rlpy = _d3rlpy()
@@ -224,20 +229,31 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
 
 
 class _Sampler:
-    """Draws mini-batches from one or more datasets in fixed shares, with vectorised indexing."""
+    """Draws mini-batches from one or more datasets in fixed shares, kept on the training device.
 
-    def __init__(self, folders: Sequence[str | Path], mix: Sequence[float], batch_size: int, seed: int):
+    The transitions are held as ``float16`` tensors on ``device`` (the data
+    were stored in float16); a batch is gathered there by index, so nothing
+    but 256 indices crosses to a GPU per step, and d3rlpy's per-transition
+    Python sampling is never used. Indices come from a numpy generator
+    seeded from ``seed`` (its state is saved for resuming).
+    """
+
+    def __init__(self, folders: Sequence[str | Path], mix: Sequence[float], batch_size: int, seed: int,
+                 device: str = "cpu"):
         self.parts = []
         layouts = set()
         worlds = set()
+        self.device = device
         for folder in folders:
             ds = load(folder)
             layouts.add((ds.layout.horizon, ds.layout.num_candidates, ds.layout.slate_size, ds.layout.dim))
             worlds.add(json.dumps(ds.manifest["world"]["fingerprints"], sort_keys=True))
             a = transition_arrays(ds, keys=OBSERVATION_KEYS, action="embeddings")
-            self.parts.append({"obs": a["observations"].astype(np.float16),
-                               "actions": a["actions"].astype(np.float16),
-                               "rewards": a["rewards"], "terminals": a["terminals"][:, None]})
+            self.parts.append({
+                "obs": torch.as_tensor(a["observations"].astype(np.float16), device=device),
+                "actions": torch.as_tensor(a["actions"].astype(np.float16), device=device),
+                "rewards": torch.as_tensor(a["rewards"], device=device),
+                "terminals": torch.as_tensor(a["terminals"][:, None], device=device)})
             self.horizon = ds.layout.horizon
             self.layout, self.manifest = ds.layout, ds.manifest
         if len(layouts) > 1:
@@ -250,29 +266,42 @@ class _Sampler:
         self.counts = counts
         self.rng = np.random.default_rng(seed)
 
+    def indices(self) -> list[np.ndarray]:
+        """The transitions of the next batch: one index array per dataset."""
+        return [self.rng.integers(0, len(part["rewards"]), n) for part, n in zip(self.parts, self.counts)]
+
     def sample(self):
-        d3rlpy = _d3rlpy()
+        """The next batch as d3rlpy's ``TorchMiniBatch``, on the device."""
+        from d3rlpy.torch_utility import TorchMiniBatch
+
         obs, nxt, act, rew, term = [], [], [], [], []
         H = self.horizon
-        for part, n in zip(self.parts, self.counts):
-            if n == 0:
+        for part, k in zip(self.parts, self.indices()):
+            if len(k) == 0:
                 continue
-            k = self.rng.integers(0, len(part["rewards"]), n)
-            last = (k % H) == H - 1
-            obs.append(part["obs"][k])
-            nxt.append(part["obs"][np.where(last, k, k + 1)])  # a terminal's next observation is never used
-            act.append(part["actions"][k])
-            rew.append(part["rewards"][k])
-            term.append(part["terminals"][k])
+            nk = np.where(k % H == H - 1, k, k + 1)  # a terminal's next observation is never used
+            k_t = torch.as_tensor(k, device=self.device)
+            obs.append(part["obs"][k_t])
+            nxt.append(part["obs"][torch.as_tensor(nk, device=self.device)])
+            act.append(part["actions"][k_t])
+            rew.append(part["rewards"][k_t])
+            term.append(part["terminals"][k_t])
 
         def f32(xs):
-            return np.concatenate(xs).astype(np.float32)
+            return torch.cat(xs).float()
 
-        rewards = f32(rew)
-        return d3rlpy.dataset.TransitionMiniBatch(
-            observations=f32(obs), actions=f32(act), rewards=rewards, next_observations=f32(nxt),
-            next_actions=np.zeros_like(f32(act)), terminals=f32(term), intervals=np.ones_like(rewards),
-            transitions=[])
+        actions, rewards = f32(act), f32(rew)
+        return TorchMiniBatch(observations=f32(obs), actions=actions, rewards=rewards, next_observations=f32(nxt),
+                              next_actions=torch.zeros_like(actions), returns_to_go=torch.zeros_like(rewards),
+                              terminals=f32(term), intervals=torch.ones_like(rewards), device=self.device)
+
+
+def update(algo, batch) -> dict[str, float]:
+    """One gradient step of d3rlpy's IQL on a ``TorchMiniBatch`` (what ``algo.update`` does after moving a
+    numpy batch to the device)."""
+    metrics = algo.impl.update(batch, algo.grad_step)
+    algo.set_grad_step(algo.grad_step + 1)
+    return metrics
 
 
 def evaluate_agent(agent: Agent, episodes: int, seed: int, world: World, config: EnvConfig) -> dict[str, Any]:
@@ -330,7 +359,7 @@ def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings
     if out.exists() and not out.is_dir():
         raise FileFormatError(f"--out {str(out)!r} is a file; the model is a folder")
     with WriteLock(out):
-        sampler = _Sampler(data, mix, settings.batch_size, settings.seed)
+        sampler = _Sampler(data, mix, settings.batch_size, settings.seed, device=algo_device(device))
         lay, manifest = sampler.layout, sampler.manifest
         kwargs = manifest["env_kwargs"]
         world = make_world(kwargs["world"], prompts=kwargs["prompts"], num_candidates=kwargs["num_candidates"])
@@ -347,7 +376,7 @@ def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings
         sums: dict[str, float] = {}
         try:
             for step in range(history["step"] + 1, settings.steps + 1):
-                for k, v in algo.update(sampler.sample()).items():
+                for k, v in update(algo, sampler.sample()).items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 if step % settings.log_every == 0:
                     history["losses"].append({"step": step, **{k: v / settings.log_every for k, v in sums.items()}})
@@ -396,6 +425,7 @@ class _State:
             raise ValueError(f"{self.dir} holds the progress of a training with other data or settings; delete "
                              "it (or choose another --out) to start over")
         algo.load_model(str(self.dir / "weights.pt"))
+        algo.set_grad_step(history["step"])
         sampler.rng.bit_generator.state = rng_state
         return history
 

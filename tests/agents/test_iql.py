@@ -169,3 +169,25 @@ def test_evaluate_compares_a_trained_model_with_the_baselines(toy):
     result = evaluate([model, "random"], episodes=64, seed=1, progress=False)
     assert set(result.agents) == {model, "random"}
     assert result.agents[model].returns.mean() > result.agents["random"].returns.mean()
+
+
+def test_device_batches_train_exactly_as_d3rlpys_own_update(toy):
+    """The sampler's on-device batches and d3rlpy's ``algo.update`` on the same numpy batch: same weights."""
+    import d3rlpy
+    import torch
+
+    from agents.offline.iql import _Sampler, update
+
+    settings = IQLSettings(batch_size=32, hidden=16, seed=2)
+    ours, theirs = make_iql(settings, 5, 4, 64), make_iql(settings, 5, 4, 64)
+    sampler = _Sampler([toy[0] / "data"], [1.0], 32, seed=0)
+    for _ in range(5):
+        batch = sampler.sample()
+        update(ours, batch)
+        theirs.update(d3rlpy.dataset.TransitionMiniBatch(
+            observations=batch.observations.numpy(), actions=batch.actions.numpy(), rewards=batch.rewards.numpy(),
+            next_observations=batch.next_observations.numpy(), next_actions=batch.next_actions.numpy(),
+            terminals=batch.terminals.numpy(), intervals=batch.intervals.numpy(), transitions=[]))
+    assert ours.grad_step == theirs.grad_step == 5
+    for a, b in zip(ours.impl.q_function.parameters(), theirs.impl.q_function.parameters()):
+        assert torch.equal(a, b)
