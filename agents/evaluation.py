@@ -13,7 +13,6 @@ declares ``privileged = True`` (the oracle).
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -27,10 +26,9 @@ from agents import make_agent
 from agents.model_based import type_log_posterior
 from pasta_env import ENV_ID
 from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
+from pasta_env.stats import ci95
 from pasta_env.worlds import PromptsArg
 from simulators.atomic import atomic_path
-
-Z95 = 1.959963984540054
 
 
 @dataclass
@@ -126,14 +124,6 @@ class EvaluationResult:
 
 def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if len(x) else float("nan")
-
-
-def ci95(x: np.ndarray) -> float:
-    """Half-width of the normal-approximation 95% confidence interval of the mean."""
-    x = np.asarray(x, dtype=np.float64)
-    if len(x) < 2:
-        return float("nan")
-    return float(Z95 * x.std(ddof=1) / math.sqrt(len(x)))
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:

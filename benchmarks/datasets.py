@@ -15,7 +15,6 @@ paired return difference when they act on rounded observations (same users,
 
 from __future__ import annotations
 
-import math
 import resource
 import subprocess
 import sys
@@ -27,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import machine, table, write_json
-
-Z95 = 1.959963984540054
+from pasta_env.stats import ci95
 
 
 def generate_in_child(out: Path, episodes: int, policy: str, seed: int) -> dict[str, Any]:
@@ -89,7 +87,7 @@ def float16_cost(episodes: int, seed: int, agents: tuple[str, ...] = ("lmm", "gr
                      "return_exact": round(float(returns["exact"].mean()), 3),
                      "return_float16": round(float(returns["float16"].mean()), 3),
                      "difference": round(float(diff.mean()), 4),
-                     "difference_ci95": round(float(Z95 * diff.std(ddof=1) / math.sqrt(episodes)), 4)}
+                     "difference_ci95": round(ci95(diff), 4)}
     return {"episodes": episodes, "max_abs_rounding_error": max_err, "agents": out}
 
 

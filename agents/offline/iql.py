@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -37,13 +36,13 @@ from pasta_env.config import EnvConfig
 from pasta_env.datasets import load
 from pasta_env.datasets.offline import flat_observation_layout, transition_arrays
 from pasta_env.datasets.store import require
+from pasta_env.stats import ci95
 from pasta_env.worlds import World
 from simulators.atomic import atomic_path, write_json
 from simulators.errors import PastaError
 from simulators.files import FileFormatError, WriteLock, check_output_file, code_version
 
 MODEL_FORMAT = "pasta-t2i iql"
-Z95 = 1.959963984540054
 
 
 class ModelMismatchError(PastaError, ValueError):
@@ -320,8 +319,7 @@ def evaluate_agent(agent: Agent, episodes: int, seed: int, world: World, config:
             turns.append(float(reward.mean()))
     finally:
         env.close()
-    half = Z95 * total.std(ddof=1) / math.sqrt(episodes) if episodes > 1 else float("nan")
-    return {"return_mean": float(total.mean()), "return_ci95": float(half), "per_turn": turns}
+    return {"return_mean": float(total.mean()), "return_ci95": ci95(total), "per_turn": turns}
 
 
 def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings = IQLSettings(),

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pasta_env.stats import ci95
 from simulators.files import FileFormatError
 
 MANIFEST = "manifest.json"
 TURNS_FILE = "turns.parquet"
 PARTIAL = ".partial"
-Z95 = 1.959963984540054
 
 
 class IncompleteDatasetError(FileFormatError):
@@ -55,8 +54,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 def returns_summary(rewards: np.ndarray) -> dict[str, Any]:
     """Mean return with a 95% CI, spread and the mean reward per turn, from ``(E, H)`` rewards."""
     returns = rewards.sum(axis=1)
-    n = len(returns)
-    sd = float(returns.std(ddof=1)) if n > 1 else 0.0
-    return {"mean": float(returns.mean()), "ci95": Z95 * sd / math.sqrt(n) if n > 1 else float("nan"),
+    sd = float(returns.std(ddof=1)) if len(returns) > 1 else 0.0
+    return {"mean": float(returns.mean()), "ci95": ci95(returns),
             "std": sd, "min": float(returns.min()), "max": float(returns.max()),
             "per_turn_mean": rewards.mean(axis=0).tolist()}
