@@ -120,7 +120,8 @@ def _plot_curves(histories: dict[str, dict], references: dict[str, float], path:
         ax.fill_between(steps, mean - half, mean + half, alpha=0.15)
     for name, value in references.items():
         ax.axhline(value, linestyle="--", linewidth=1, color="grey")
-        ax.text(0, value, f" {name}", va="bottom", fontsize="small", color="grey")
+        ax.text(1.0, value, f"{name} ", transform=ax.get_yaxis_transform(), ha="right", va="bottom",
+                fontsize="small", color="grey")
     ax.set_xlabel("gradient steps")
     ax.set_ylabel("mean return, 500 users (95% CI)")
     ax.set_title("IQL learning curves by behaviour data")
