@@ -145,7 +145,7 @@ def generate(out_dir: str | Path, spec: DatasetSpec, progress: bool = True, over
         BusyError: Another process is writing ``out_dir``.
         ValueError: Unknown policy or world, bad prompts.
     """
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # Minari joins a relative dataset root twice
     for module in ("h5py", "minari", "pyarrow"):
         require(module)
     factory = _policy_factory(make_policy)
@@ -348,20 +348,25 @@ class _Assembler:
         import queue
 
         while True:
-            if self.error is not None or not self.thread.is_alive():
-                raise RuntimeError("writing the dataset failed") from self.error
+            self._raise_if_dead()
             try:
-                self.queue.put((i, arrays, table), timeout=0.5)
+                self.queue.put((i, arrays, table) if i >= 0 else None, timeout=0.5)
                 return
             except queue.Full:
                 continue
 
+    def _raise_if_dead(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if not self.thread.is_alive():  # pragma: no cover - the thread records every error it dies of
+            raise RuntimeError("the dataset writer stopped")
+
     def finish(self) -> tuple[dict[str, str], np.ndarray]:
         """Wait for the last chunk; the arrays' checksums and all rewards."""
-        self.queue.put(None)
+        self.put(-1, {}, None)  # the end marker
         self.thread.join()
         if self.error is not None:
-            raise RuntimeError("writing the dataset failed") from self.error
+            raise self.error
         assert self.writer is not None
         checksums = self.writer.close()
         if self.turns is not None:

@@ -132,6 +132,7 @@ def _create_minari(data_dir: Path, layout: Layout, env_spec, dataset_id: str, ex
     import tempfile
 
     minari = require("minari")
+    data_dir = data_dir.absolute()  # Minari joins a relative dataset root twice
     root = Path(tempfile.mkdtemp(prefix=".minari-", dir=data_dir.parent))
     try:
         with _environ("MINARI_DATASETS_PATH", str(root)), warnings.catch_warnings():

@@ -325,3 +325,22 @@ def test_d3rlpy_episodes_match_the_env_transitions_step_by_step(small):
             assert ep.rewards[t, 0] == np.float32(steps[t + 1][2])
     indices = transition_arrays(ds.sample_episodes(3, seed=1), keys=("turn",), action="indices")
     assert indices["actions"].shape == (15, 4) and indices["observations"][:5, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_failing_writer_stops_the_run_with_its_error(tmp_path, monkeypatch):
+    """A full disk (or any writer error) surfaces as that error; the run neither hangs nor looks complete."""
+    from pasta_env.datasets.store import HDF5Writer
+
+    def full_disk(self, chunk):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(HDF5Writer, "append", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        generate(tmp_path / "full", DatasetSpec(episodes=30, chunk=5), progress=False)
+    assert not (tmp_path / "full" / "manifest.json").exists()
+
+
+def test_a_relative_output_folder_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    generate("data/rel", DatasetSpec(episodes=6, chunk=3), progress=False)
+    assert verify("data/rel", replay=6).ok
