@@ -344,3 +344,17 @@ def test_a_relative_output_folder_works(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     generate("data/rel", DatasetSpec(episodes=6, chunk=3), progress=False)
     assert verify("data/rel", replay=6).ok
+
+
+def test_a_dataset_on_the_researchers_prompts_records_them_and_notices_a_change(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a lighthouse in a storm\nmy grandmother's garden\n")
+    folder = tmp_path / "own"
+    generate(folder, DatasetSpec(episodes=6, chunk=3, prompts=str(prompts)), progress=False)
+    table = load(folder).turns()
+    assert set(table.column("initial_prompt").to_pylist()) <= {"a lighthouse in a storm", "my grandmother's garden"}
+    assert load(folder).recover_environment().unwrapped.world.initial_prompts.shape[0] == 2
+    assert verify(folder, replay=6).ok
+    prompts.write_text("a lighthouse in a storm\nsomething else entirely\n")
+    report = verify(folder, replay=6)
+    assert any("prompt" in p and ("changed" in p or "differs" in p) for p in report.problems), report.problems
