@@ -171,11 +171,10 @@ def cmd_bench_iql(args: argparse.Namespace) -> int:
 
 def cmd_bench_dataset(args: argparse.Namespace) -> int:
     """Benchmark dataset generation: wall time, peak memory, size, verify, and what float16 storage costs."""
-    from agents import AGENTS
+    from agents import check_agent_spec
     from benchmarks import datasets
 
-    if args.policy not in AGENTS:
-        raise ValueError(f"unknown policy {args.policy!r}; known agents: {', '.join(sorted(AGENTS))}")
+    check_agent_spec(args.policy)
     _positive(episodes=args.episodes)
     if args.precision_episodes < 0:
         raise ValueError(f"--precision-episodes must be >= 0, got {args.precision_episodes}")
@@ -200,13 +199,12 @@ def cmd_make_synthetic_data(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate an offline-RL dataset of PastaT2I episodes (Minari HDF5 + Parquet); rerun to resume."""
-    from agents import AGENTS
+    from agents import check_agent_spec
     from pasta_env.config import EnvConfig
     from pasta_env.datasets import DatasetSpec, generate
     from pasta_env.worlds import world_names
 
-    if args.policy not in AGENTS:
-        raise ValueError(f"unknown policy {args.policy!r}; known agents: {', '.join(sorted(AGENTS))}")
+    check_agent_spec(args.policy)
     if args.world not in world_names():
         raise ValueError(f"unknown world {args.world!r}; registered worlds: {', '.join(world_names())}")
     _positive(episodes=args.episodes, chunk=args.chunk)
@@ -544,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = command("generate", cmd_generate)
     gen.add_argument("--episodes", type=int, default=30000, help="episodes to generate")
-    gen.add_argument("--policy", default="lmm", help="behaviour policy: a registered agent name")
+    gen.add_argument("--policy", default="lmm", help="behaviour policy: a registered agent name, or iql:MODEL")
     gen.add_argument("--seed", type=int, default=0, help="episode e uses env seed SEED+e")
     gen.add_argument("--epsilon", type=float, default=0.0,
                      help="probability that a turn's slate is uniformly random instead of the policy's")

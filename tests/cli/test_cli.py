@@ -141,7 +141,7 @@ def test_generate_then_info_and_verify(tmp_path, capsys):
 def test_generate_and_dataset_refuse_bad_input(tmp_path, capsys):
     pytest.importorskip("minari")
     assert main(["generate", "--episodes", "5", "--policy", "nope", "--out", str(tmp_path / "a")]) == 2
-    assert "unknown policy 'nope'; known agents:" in capsys.readouterr().err
+    assert "unknown agent 'nope'; known agents:" in capsys.readouterr().err
     assert main(["generate", "--episodes", "5", "--epsilon", "2", "--out", str(tmp_path / "a")]) == 2
     assert "epsilon must be in [0, 1]" in capsys.readouterr().err
     assert main(["dataset", "verify", str(tmp_path / "missing")]) == 2
