@@ -405,6 +405,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pasta``."""
+    from agents.offline.settings import IQLSettings  # a plain dataclass: no torch, no d3rlpy
     parser = _Parser(
         prog="pasta", description="pasta-t2i: evaluate slate policies, train and evaluate user simulators, "
         "generate preference data, run benchmarks.")
@@ -449,30 +450,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="results/throughput.json", help="where to write the figures")
 
     ti = command("train-iql", cmd_train_iql)
+    iql = IQLSettings()
     ti.add_argument("--data", action="append", required=True, help="a dataset folder (repeat for a mix)")
     ti.add_argument("--mix", default=None, help="share of each --data in a batch, e.g. 0.5,0.5 (default: equal)")
-    ti.add_argument("--steps", type=int, default=5000, help="gradient steps")
-    ti.add_argument("--batch-size", type=int, default=256, help="transitions per gradient step")
-    ti.add_argument("--expectile", type=float, default=0.7, help="IQL's expectile of the value function")
-    ti.add_argument("--gamma", type=float, default=1.0, help="discount (1: the episode return)")
-    ti.add_argument("--hidden", type=int, default=128, help="width of the networks' hidden layers")
-    ti.add_argument("--lr", type=float, default=3e-4, help="critic learning rate (Adam)")
-    ti.add_argument("--eval-every", type=int, default=1000, help="evaluate and save progress every N steps")
-    ti.add_argument("--eval-episodes", type=int, default=500, help="users per evaluation")
+    ti.add_argument("--steps", type=int, default=iql.steps, help="gradient steps")
+    ti.add_argument("--batch-size", type=int, default=iql.batch_size, help="transitions per gradient step")
+    ti.add_argument("--expectile", type=float, default=iql.expectile, help="IQL's expectile of the value function")
+    ti.add_argument("--gamma", type=float, default=iql.gamma, help="discount (1: the episode return)")
+    ti.add_argument("--hidden", type=int, default=iql.hidden, help="width of the networks' hidden layers")
+    ti.add_argument("--lr", type=float, default=iql.critic_lr, help="critic learning rate (Adam)")
+    ti.add_argument("--eval-every", type=int, default=iql.eval_every, help="evaluate and save progress every N steps")
+    ti.add_argument("--eval-episodes", type=int, default=iql.eval_episodes, help="users per evaluation")
     ti.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1...")
     ti.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (one per core)")
     ti.add_argument("--compile", action="store_true", help="d3rlpy's compile_graph (torch.compile; GPU)")
-    ti.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
+    ti.add_argument("--seed", type=int, default=iql.seed, help="seed of initialisation and batches")
     ti.add_argument("--out", required=True, help="the model folder to write")
     ti.add_argument("--quiet", action="store_true", help="no progress bar")
 
     bi = command("bench-iql", cmd_bench_iql)
     bi.add_argument("--out", default="results/iql", help="folder for datasets, models, tables and plots")
     bi.add_argument("--episodes", type=int, default=30000, help="episodes per behaviour dataset")
-    bi.add_argument("--steps", type=int, default=3000, help="gradient steps per model")
+    bi.add_argument("--steps", type=int, default=iql.steps, help="gradient steps per model")
     bi.add_argument("--recipes", default="lmm,lmm-eps10,bayes,lmm+bayes", help="behaviour-data recipes to train on")
-    bi.add_argument("--hidden", type=int, default=128, help="width of the networks' hidden layers")
-    bi.add_argument("--batch-size", type=int, default=256, help="transitions per gradient step")
+    bi.add_argument("--hidden", type=int, default=iql.hidden, help="width of the networks' hidden layers")
+    bi.add_argument("--batch-size", type=int, default=iql.batch_size, help="transitions per gradient step")
     bi.add_argument("--eval-episodes", type=int, default=2000, help="users per agent in the final comparison")
     bi.add_argument("--eval-seed", type=int, default=1_000_000, help="first env seed of the final comparison")
     bi.add_argument("--device", default="cpu", help="torch device")
