@@ -52,8 +52,7 @@ class HistoryEncoder(Encoder):
 
     def __init__(self, horizon: int, slate_size: int, dim: int, hidden: int):
         super().__init__()
-        layout = Layout(horizon, 1, slate_size, dim)
-        self.slots = flat_observation_layout(layout, OBSERVATION_KEYS)
+        self.slots = observation_slots(horizon, slate_size, dim)
         self.horizon, self.slate_size, self.dim = horizon, slate_size, dim
         self.turn_net = _mlp([3 * dim, hidden, hidden])
         self.head = _mlp([hidden + 2 * dim + horizon + 1, hidden, hidden])
@@ -136,10 +135,15 @@ class PastaEncoderFactory(EncoderFactory):
         return "pasta_t2i_v1"
 
 
+def observation_slots(horizon: int, slate_size: int, dim: int) -> dict[str, tuple[int, int, tuple[int, ...]]]:
+    """Where each of :data:`OBSERVATION_KEYS` sits in the flat observation the networks read."""
+    # The candidates are not among the keys, so their count is any valid one.
+    return flat_observation_layout(Layout(horizon, slate_size, slate_size, dim), OBSERVATION_KEYS)
+
+
 def observation_size(horizon: int, slate_size: int, dim: int) -> int:
     """Length of the flat observation the networks read."""
-    slots = flat_observation_layout(Layout(horizon, 1, slate_size, dim), OBSERVATION_KEYS)
-    return max(b for _, b, _ in slots.values())
+    return max(b for _, b, _ in observation_slots(horizon, slate_size, dim).values())
 
 
 register_encoder_factory(PastaEncoderFactory)

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from agents.base import Agent, top_diverse
-from agents.offline.encoders import OBSERVATION_KEYS, PastaEncoderFactory, observation_size
+from agents.offline.encoders import OBSERVATION_KEYS, PastaEncoderFactory, observation_size, observation_slots
 from agents.offline.settings import IQLSettings
 from pasta_env.config import EnvConfig
 from pasta_env.datasets import load
-from pasta_env.datasets.offline import flat_observation_layout, transition_arrays
+from pasta_env.datasets.offline import transition_arrays
 from pasta_env.datasets.store import require
 from pasta_env.stats import ci95
 from pasta_env.worlds import World
@@ -79,9 +79,7 @@ def make_iql(settings: IQLSettings, horizon: int, slate_size: int, dim: int, dev
 
 def flat_observations(obs: dict[str, np.ndarray], horizon: int, slate_size: int, dim: int) -> np.ndarray:
     """The networks' input: the batched observation's :data:`OBSERVATION_KEYS`, flattened, ``float32``."""
-    from pasta_env.datasets.layout import Layout
-
-    slots = flat_observation_layout(Layout(horizon, 1, slate_size, dim), OBSERVATION_KEYS)
+    slots = observation_slots(horizon, slate_size, dim)
     n = len(obs["initial_prompt"])
     return np.concatenate([np.asarray(obs[k], np.float32).reshape(n, -1) for k in slots], axis=1)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pasta_env.datasets.layout import ARRAYS, Layout, full_observations
-from pasta_env.datasets.manifest import read_manifest
+from pasta_env.datasets.manifest import TURNS_FILE, read_manifest
 from pasta_env.datasets.store import DATA_DIR, read_arrays, require
 
 
@@ -141,8 +141,6 @@ class TrajectoryDataset:
 
     def turns(self):
         """The readable per-turn table (``turns.parquet``) as a pyarrow Table."""
-        from pasta_env.datasets.manifest import TURNS_FILE
-
         return require("pyarrow.parquet").read_table(self.folder / TURNS_FILE)
 
 

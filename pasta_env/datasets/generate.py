@@ -184,14 +184,9 @@ class _Run:
         a = i * self.spec.chunk
         return a, min(a + self.spec.chunk, self.spec.episodes)
 
-    def chunk_done(self, i: int) -> bool:
-        if not (self.chunk_path(i, ".npz").is_file() and self.chunk_path(i, ".parquet").is_file()):
-            return False
-        try:
-            self.read_chunk(i)
-        except FileFormatError:
-            return False
-        return True
+    def chunk_written(self, i: int) -> bool:
+        """Whether an earlier run finished chunk ``i`` (its files are read, and checked, when assembled)."""
+        return self.chunk_path(i, ".npz").is_file() and self.chunk_path(i, ".parquet").is_file()
 
     def read_chunk(self, i: int) -> dict[str, np.ndarray]:
         a, b = self.bounds(i)
@@ -212,7 +207,7 @@ class _Run:
 
         t0 = time.perf_counter()
         self.partial.mkdir(exist_ok=True)
-        done = {i for i in range(self.num_chunks) if self.chunk_done(i)}
+        done = {i for i in range(self.num_chunks) if self.chunk_written(i)}
         done_eps = sum(b - a for a, b in map(self.bounds, done))
         bar = tqdm(total=self.spec.episodes, initial=done_eps, unit="ep", desc="generating",
                    disable=not self.progress, leave=False, smoothing=0.1)
@@ -221,10 +216,13 @@ class _Run:
         config = replace(self.spec.config, expose_user_type=True)  # the label; filtered for the policy
         try:
             for i in range(self.num_chunks):
-                if i in done:
-                    assembler.put(i, self.read_chunk(i), None)
-                    continue
                 a, b = self.bounds(i)
+                if i in done:
+                    try:
+                        assembler.put(i, self.read_chunk(i), None)
+                        continue
+                    except FileFormatError:  # damaged (e.g. by a disk error): made again below
+                        bar.update(a - b)
                 if b - a not in envs:
                     envs[b - a] = PastaT2IVectorEnv(num_envs=b - a, world=self.world, config=config)
                 arrays, ids = self.rollout(envs[b - a], i, a)

@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from pasta_env.config import EnvConfig
 from pasta_env.datasets.dataset import TrajectoryDataset
 from pasta_env.datasets.layout import Layout
 from pasta_env.datasets.store import require
+from pasta_env.spaces import observation_space
 
 #: The observation keys in the order they are flattened by default.
 OBSERVATION_KEYS: tuple[str, ...] = (
@@ -30,12 +32,12 @@ ACTIONS = ("embeddings", "indices")
 
 def flat_observation_layout(layout: Layout, keys: Sequence[str] = OBSERVATION_KEYS) -> dict[str, tuple[int, int,
                                                                                                     tuple[int, ...]]]:
-    """Where each observation key sits in a flattened observation: ``{key: (start, stop, shape)}``."""
-    H, L, C, d = layout.horizon, layout.slate_size, layout.num_candidates, layout.dim
-    shapes = {"candidates": (C, d), "candidate_categories": (C,), "action_mask": (C,), "turn": (),
-              "initial_prompt": (d,), "current_prompt": (d,), "history_prompts": (H, d), "history_images": (H, d),
-              "history_choices": (H,), "history_mask": (H,), "history_slate_prompts": (H, L, d),
-              "history_slate_images": (H, L, d)}
+    """Where each observation key sits in a flattened observation: ``{key: (start, stop, shape)}``.
+
+    The shapes are the env's observation space's; the order is ``keys``'.
+    """
+    config = EnvConfig(num_candidates=layout.num_candidates, slate_size=layout.slate_size, horizon=layout.horizon)
+    shapes = {k: tuple(space.shape or ()) for k, space in observation_space(config, layout.dim, 1).spaces.items()}
     out, start = {}, 0
     for k in keys:
         if k not in shapes:

@@ -34,7 +34,7 @@ from simulators.errors import PastaError
 DATA_DIR = "data"
 MAIN_FILE = "main_data.hdf5"
 ARRAY_GROUP = "pasta"
-#: What Minari sees of each episode: (path in the episode group, array, is an observation).
+#: What Minari sees of each episode: (path in the episode group, the array it shows a row of).
 MINARI_VIEWS: tuple[tuple[str, str], ...] = (
     ("observations/candidates", "candidates"), ("observations/last_images", "last_images"),
     ("observations/last_choice", "last_choice"), ("actions", "actions"), ("rewards", "rewards"),

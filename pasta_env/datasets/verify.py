@@ -323,7 +323,6 @@ def _replay(report: VerifyReport, manifest: dict, layout: Layout, a: dict, world
                             num_threads=1)
     t0 = time.perf_counter()
     dt = np.dtype(layout.precision)
-    problems: list[str] = []
     mismatch: dict[int, str] = {}
 
     def compare(what: str, replayed: np.ndarray, stored: np.ndarray, turn: int | None = None) -> None:

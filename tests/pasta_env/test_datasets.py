@@ -358,3 +358,15 @@ def test_a_dataset_on_the_researchers_prompts_records_them_and_notices_a_change(
     prompts.write_text("a lighthouse in a storm\nsomething else entirely\n")
     report = verify(folder, replay=6)
     assert any("prompt" in p and ("changed" in p or "differs" in p) for p in report.problems), report.problems
+
+
+def test_a_damaged_chunk_left_by_an_interrupt_is_made_again(small, tmp_path):
+    folder = tmp_path / "damaged"
+    with pytest.raises(KeyboardInterrupt):
+        generate(folder, SPEC, progress=False, make_policy=interrupted_policy(2))
+    chunk = folder / ".partial" / "chunk-00000.npz"
+    chunk.write_bytes(chunk.read_bytes()[:1000])
+    generate(folder, SPEC, progress=False)
+    whole, redone = load(small).arrays(), load(folder).arrays()
+    for k in whole:
+        assert whole[k].tobytes() == redone[k].tobytes(), k
