@@ -23,6 +23,7 @@ from itertools import combinations
 import numpy as np
 
 from agents.base import Agent, top_diverse
+from simulators.contract import Prompts
 from simulators.users.user_model import choice_probabilities
 
 
@@ -186,7 +187,7 @@ class _SlateAgent(Agent):
         if live.size == 0:
             return out
         focus = self._focus(np.einsum("nkc,nk->nc", util, belief), obs["candidate_categories"])
-        prompts = np.take_along_axis(_candidate_prompts(info), focus[..., None], axis=1)
+        prompts = _candidate_prompts(info)[np.arange(N)[:, None], focus]  # (N, m) Prompts
         types = np.arange(K)[None, :, None]
         for a in range(0, live.size, self.chunk):
             rows = live[a:a + self.chunk]
@@ -207,12 +208,12 @@ class _SlateAgent(Agent):
 
     def _expand_values(self, request, prompts) -> np.ndarray:
         world, users = self.world, self.world.user_model
-        gen, space = world.candidates, world.space
-        n, C, S = prompts.shape
-        flat = np.broadcast_to(prompts[:, None], (n, self.samples, C, S)).reshape(-1, S)
-        u = self.rng.random((flat.shape[0], gen.uniforms_per_turn), dtype=np.float32)
-        nxt, raw = gen.generate(flat, space.compose(flat), u)  # (n*s*C, C', S), (n*s*C, C', d)
-        emb = raw / np.maximum(np.linalg.norm(raw, axis=-1, keepdims=True), 1e-12)
+        gen = world.candidates
+        n, C = prompts.shape
+        rows = np.broadcast_to(np.arange(n)[:, None, None], (n, self.samples, C))
+        flat = prompts[rows, np.arange(C)].reshape(-1)  # (n*s*C,) Prompts
+        u = self.rng.random((len(flat), gen.uniforms_per_turn), dtype=np.float32)
+        emb = gen.generate(flat, u).embeddings  # (n*s*C, C', d)
         req = np.repeat(request, self.samples * C, axis=0)[:, None, :]
         util = users.prompt_utilities(req, emb)  # (n*s*C, C', K)
         util = np.moveaxis(util, -1, 1)  # (n*s*C, K, C')
@@ -222,13 +223,12 @@ class _SlateAgent(Agent):
         return np.moveaxis(values, -1, 1)
 
 
-def _candidate_prompts(info) -> np.ndarray:
-    """``(N, C, S)`` candidate prompts in the world's form, from ``info["candidate_texts"]``."""
+def _candidate_prompts(info) -> Prompts:
+    """``(N, C)`` candidate prompts in the world's form, from ``info["candidate_texts"]``."""
     if "candidate_texts" not in info:
         raise ValueError("planning agents need info['candidate_texts'] from the env's last reset or step")
-    texts = info["candidate_texts"]
-    prompts = np.asarray(texts.prompts)
-    return prompts if prompts.ndim == 3 else prompts[None]
+    prompts = info["candidate_texts"].prompts
+    return prompts if len(prompts.shape) == 2 else prompts[None]
 
 
 class GreedyAgent(Agent):

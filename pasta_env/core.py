@@ -16,7 +16,7 @@ import numpy as np
 from pasta_env.config import EnvConfig
 from pasta_env.spaces import distinct_slates
 from pasta_env.worlds import World
-from simulators.text.encoders import normalize
+from simulators.contract import Prompts
 from simulators.users.user_model import aggregate
 
 
@@ -74,7 +74,6 @@ class BatchCore:
         self.world, self.config, self.B = world, config, batch_size
         H, L, M, C, d = (config.horizon, config.slate_size, config.images_per_prompt,
                          config.num_candidates, world.dim)
-        S = world.initial_prompts.shape[1]
         self.layout = UniformLayout(H, gen.uniforms_per_turn, L * M)
         self.prior_cdf = np.cumsum(world.user_model.prior)
         self.categories = gen.category_of
@@ -82,10 +81,13 @@ class BatchCore:
         self.u = np.zeros((B, self.layout.size), np.float32)
         self.types = np.zeros(B, np.int64)
         self.prompt_index = np.zeros(B, np.int64)
-        self.cur = np.zeros((B, S), np.int32)
-        self.cur_raw = np.zeros((B, d), np.float32)
-        self.cands = np.zeros((B, C, S), np.int32)
-        self.cand_raw = np.zeros((B, C, d), np.float32)
+        # Prompts (texts plus embeddings): the request, the prompt being expanded, the candidates and
+        # the last slate. Rebound every turn, never written into: readers may keep earlier ones.
+        first = world.initial_prompts[0]  # placeholders until reset: views, no memory
+        self.request: Prompts = first.broadcast_to((B,))
+        self.cur: Prompts = self.request
+        self.cands: Prompts = first.broadcast_to((B, C))
+        self.slate_prompts: Prompts = first.broadcast_to((B, L))
         self.cand_emb = np.zeros((B, C, d), np.float32)
         self.initial_emb = np.zeros((B, d), np.float32)
         # The request of each column, a read-only view: initial_emb is only ever written in place.
@@ -101,11 +103,12 @@ class BatchCore:
         self._rows = np.arange(B)[:, None]
         # Last step, for info and rendering.
         self.slate = np.zeros((B, L), np.int64)
-        self.slate_prompts = np.zeros((B, L, S), np.int32)
         self.utilities = np.zeros((B, L), np.float32)
         self.choice_probs = np.zeros((B, L), np.float32)
         self.choice = np.zeros(B, np.int64)
         self.images = np.zeros((B, L, M, d), np.float32)
+        #: ``(B, L, M, h, w, 3)`` uint8 images of the last slate, in worlds with pixels (else ``None``).
+        self.pixels: np.ndarray | None = None
 
     @property
     def done(self) -> bool:
@@ -135,9 +138,8 @@ class BatchCore:
         self.types[:] = drawn if types is None else types
         n_prompts = len(world.initial_prompts)
         self.prompt_index[:] = np.minimum((u[:, 1] * n_prompts).astype(np.int64), n_prompts - 1)
-        self.cur[:] = world.initial_prompts[self.prompt_index]
-        self.cur_raw[:] = world.space.compose(self.cur)
-        self.initial_emb[:] = normalize(self.cur_raw)
+        self.request = self.cur = world.initial_prompts[self.prompt_index]
+        self.initial_emb[:] = self.request.embeddings
         self.cur_emb[:] = self.initial_emb
         for arr in (self.hist_prompts, self.hist_images, self.hist_choices, self.hist_mask,
                     self.hist_slate_prompts, self.hist_slate_images):
@@ -146,10 +148,8 @@ class BatchCore:
         self._propose()
 
     def _propose(self) -> None:
-        cands, raw = self.world.candidates.generate(
-            self.cur, self.cur_raw, self.u[:, self.layout.candidates(self.turn)])
-        # Rebound, not copied into: readers may keep the previous turn's arrays.
-        self.cands, self.cand_raw, self.cand_emb = cands, raw, normalize(raw)
+        self.cands = self.world.candidates.generate(self.cur, self.u[:, self.layout.candidates(self.turn)])
+        self.cand_emb = self.cands.embeddings
 
     def step(self, slate: np.ndarray) -> np.ndarray:
         """Advance every episode by one turn.
@@ -168,9 +168,10 @@ class BatchCore:
         slate = distinct_slates(slate, cfg.num_candidates)
         self.slate[:] = slate
         self.slate_prompts = self.cands[rows, slate]
-        slate_emb = self.cand_emb[rows, slate]
+        slate_emb = self.slate_prompts.embeddings
         self.images = world.images.render(
             self.slate_prompts, self.u[:, self.layout.images(t)].reshape(B, L, M))
+        self.pixels = world.images.last_pixels
         users = world.user_model
         scores = users.type_scores(self.requests, self.images, self.types)
         util = aggregate(scores, users.aggregation, axis=-1)
@@ -192,20 +193,15 @@ class BatchCore:
         self.hist_mask[:, t] = 1
         self.hist_slate_prompts[:, t] = slate_emb
         self.hist_slate_images[:, t] = image_means
-        self.cur[:] = self.cands[flat, picked]
-        self.cur_raw[:] = self.cand_raw[flat, picked]
+        self.cur = self.cands[flat, picked]
         self.cur_emb[:] = self.hist_prompts[:, t]
         self.turn = t + 1
         self._propose()  # the final observation shows the chosen prompt's expansions too
         return reward.astype(np.float64)
 
     def request_kept(self) -> np.ndarray:
-        """``(B,)`` whether the current prompt still holds the user's request.
-
-        The request's base (its subject, or the user's free text) is still
-        the base of the prompt being expanded.
-        """
-        return self.cur[:, 0] == self.world.initial_prompts[self.prompt_index, 0]
+        """``(B,)`` whether the current prompt still holds the user's request (the generator judges)."""
+        return np.asarray(self.world.candidates.keeps_request(self.cur, self.request), dtype=bool)
 
     def observation(self, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """The observation arrays, batch-first: fresh copies, or written into ``out``.
@@ -288,17 +284,21 @@ class ShardedCore:
         """Whether the episodes have reached the horizon."""
         return self.shards[0].done
 
-    def _joined(self, name: str) -> np.ndarray:
-        return np.concatenate([getattr(s, name) for s in self.shards])
+    def _joined(self, name: str):
+        first, *rest = [getattr(s, name) for s in self.shards]
+        return first.concat(rest) if isinstance(first, Prompts) else np.concatenate([first, *rest])
 
     # Per-user arrays, the shards' rows joined in order (a new array on every read).
     types = property(lambda self: self._joined("types"), doc="``(B,)`` user types.")
     prompt_index = property(lambda self: self._joined("prompt_index"), doc="``(B,)`` initial prompt of each user.")
-    cur = property(lambda self: self._joined("cur"), doc="``(B, S)`` current prompts.")
-    cands = property(lambda self: self._joined("cands"), doc="``(B, C, S)`` candidate prompts.")
+    request = property(lambda self: self._joined("request"), doc="``(B,)`` the users' requests (Prompts).")
+    cur = property(lambda self: self._joined("cur"), doc="``(B,)`` current prompts (Prompts).")
+    cands = property(lambda self: self._joined("cands"), doc="``(B, C)`` candidate prompts (Prompts).")
     slate = property(lambda self: self._joined("slate"), doc="``(B, L)`` last shown slates.")
-    slate_prompts = property(lambda self: self._joined("slate_prompts"), doc="``(B, L, S)`` last shown prompts.")
+    slate_prompts = property(lambda self: self._joined("slate_prompts"), doc="``(B, L)`` last shown prompts.")
     images = property(lambda self: self._joined("images"), doc="``(B, L, M, d)`` last rendered images.")
+    pixels = property(lambda self: None if self.shards[0].pixels is None else self._joined("pixels"),
+                      doc="``(B, L, M, h, w, 3)`` last images' pixels, or ``None``.")
     utilities = property(lambda self: self._joined("utilities"), doc="``(B, L)`` last column utilities.")
     choice_probs = property(lambda self: self._joined("choice_probs"), doc="``(B, L)`` last choice probabilities.")
     choice = property(lambda self: self._joined("choice"), doc="``(B,)`` last chosen columns.")

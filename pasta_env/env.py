@@ -10,10 +10,10 @@ import numpy as np
 
 from pasta_env.config import EnvConfig
 from pasta_env.core import BatchCore, forced_types
-from pasta_env.render import render_turn
+from pasta_env.render import render_frame, render_turn
 from pasta_env.spaces import action_space, observation_space, validate_actions
 from pasta_env.text import LazyTexts
-from pasta_env.worlds import PromptsArg, World, make_world
+from pasta_env.worlds import PromptsArg, World, check_world_options, make_world
 from simulators.errors import PastaError
 
 #: ``info`` keys that belong to the hidden user; present only with ``expose_user_type=True``.
@@ -62,7 +62,7 @@ class PastaT2IEnv(gym.Env):
     key                       space                          meaning
     ========================= ============================== ===========================================
     ``candidates``            Box(-1, 1, (L_C, d))           this turn's candidate prompts
-    ``candidate_categories``  MultiDiscrete([5] * L_C)       category of each candidate
+    ``candidate_categories``  MultiDiscrete([n_cat] * L_C)   category of each candidate (the world's)
     ``action_mask``           MultiBinary(L_C)               1 where a candidate exists (always here)
     ``turn``                  Discrete(H + 1)                turns played so far
     ``initial_prompt``        Box(-1, 1, (d,))               the user's initial prompt
@@ -100,7 +100,9 @@ class PastaT2IEnv(gym.Env):
 
     What a real system sees: ``candidate_texts`` (the ``L_C`` prompts,
     rendered on access; ``.prompts`` gives them in the world's own form),
-    ``categories`` (category name of each candidate); after ``reset()``
+    ``categories`` (category name of each candidate), ``candidate_notes``
+    (only when a language model's candidates were repaired: what was filled
+    and why); after ``reset()``
     ``prompt`` (the initial prompt's text); after a step ``slate`` (the
     shown candidate indices), ``slate_texts`` (rendered on access; the
     chosen prompt is ``slate_texts[choice]``) and ``choice``. What belongs
@@ -123,8 +125,11 @@ class PastaT2IEnv(gym.Env):
     ``prompts``              ``None``        initial prompts: list of strings or a file (one per
                                              line, or a CSV/TSV with a ``Prompt`` column)
     ``expose_user_type``     ``False``       put the hidden user type in ``info``
-    ``render_mode``          ``None``        ``"ansi"`` returns the turn as text
+    ``render_mode``          ``None``        ``"ansi"`` returns the turn as text; ``"rgb_array"`` the
+                                             ``L x M`` image grid, chosen column framed
     ``world_kwargs``         ``None``        extra arguments of the world factory
+    ``**world_options``                      the same, as keywords: e.g. ``world="clip",
+                                             clip_model="ViT-H-14", t2i_model=..., lmm_model=...``
     ``config``               ``None``        an :class:`EnvConfig` instead of the size, reward
                                              and ``expose_user_type`` arguments
     ======================== =============== =======================================================
@@ -141,13 +146,13 @@ class PastaT2IEnv(gym.Env):
       ``expose_user_type=True``; the default user model was retrained.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}
 
     def __init__(self, num_candidates: int = 25, slate_size: int = 4, images_per_prompt: int = 4,
                  horizon: int = 5, reward: str = "chosen", world: str | World = "synthetic",
                  prompts: PromptsArg = None, expose_user_type: bool = False,
                  render_mode: str | None = None, world_kwargs: dict | None = None,
-                 config: EnvConfig | None = None):
+                 config: EnvConfig | None = None, **world_options: Any):
         self.config, self.world = setup(config, locals(), self.metadata["render_modes"])
         self.render_mode = render_mode
         self._core = BatchCore(self.world, self.config, 1)
@@ -182,9 +187,11 @@ class PastaT2IEnv(gym.Env):
         reward = core.step(slate[None, :])
         return self._obs(), float(reward[0]), core.done, False, self._info(stepped=True)
 
-    def render(self) -> str | None:  # type: ignore[override]  # ansi text (Gymnasium < 1.1 types frames only)
+    def render(self) -> str | np.ndarray | None:  # type: ignore[override]  # ansi text or an RGB frame
         if self.render_mode == "ansi":
             return render_turn(self._core)
+        if self.render_mode == "rgb_array":
+            return render_frame(self._core)
         return None
 
     def _obs(self) -> dict[str, np.ndarray]:
@@ -193,19 +200,21 @@ class PastaT2IEnv(gym.Env):
         return obs
 
     def _info(self, stepped: bool) -> dict[str, Any]:
-        core, space = self._core, self.world.space
+        core = self._core
         info: dict[str, Any] = {
-            "candidate_texts": LazyTexts(space, core.cands[0]),
+            "candidate_texts": LazyTexts(core.cands[0]),
             "categories": self._category_names,
         }
+        if core.cands.notes is not None and core.cands.notes[0] is not None:
+            info["candidate_notes"] = core.cands.notes[0]
         if stepped:
             info.update(
                 slate=core.slate[0].copy(),
-                slate_texts=LazyTexts(space, core.slate_prompts[0]),
+                slate_texts=LazyTexts(core.slate_prompts[0]),
                 choice=int(core.choice[0]),
             )
         else:
-            info["prompt"] = space.text(core.cur[0])
+            info["prompt"] = core.cur[0].text()
         if self.config.expose_user_type:
             k = int(core.types[0])
             info["user_type"] = k
@@ -241,16 +250,23 @@ def setup(config: EnvConfig | None, args: dict[str, Any], render_modes: list[str
         changed = [k for k, v in loose.items() if v != getattr(EnvConfig, k)]
         if changed:
             raise ValueError(f"pass either config= or {', '.join(changed)}, not both")
-    return config, build_world(args["world"], args["prompts"], config.num_candidates, args["world_kwargs"])
+    options = {**(args["world_kwargs"] or {}), **args.get("world_options", {})}
+    return config, build_world(args["world"], args["prompts"], config.num_candidates, options)
 
 
 def build_world(world: str | World, prompts: PromptsArg, num_candidates: int,
                 world_kwargs: dict | None) -> World:
-    """The world an env runs on, from a name or a ready :class:`World`."""
+    """The world an env runs on, from a name or a ready :class:`World`.
+
+    Raises:
+        ValueError: Options given with a ready world, or an option the
+            world's factory does not take (the message lists those it takes).
+    """
     if isinstance(world, World):
         if prompts is not None or world_kwargs:
-            raise ValueError("pass prompts and world_kwargs to the world factory, not with a ready World")
+            raise ValueError("pass prompts and world options to the world factory, not with a ready World")
         return world
     kwargs = dict(world_kwargs or {})
     kwargs.setdefault("num_candidates", num_candidates)
+    check_world_options(world, kwargs)
     return make_world(world, prompts=prompts, **kwargs)

@@ -28,8 +28,10 @@ import numpy as np
 
 from pasta_env.spaces import random_diverse_slates
 from pasta_env.vector_env import PastaT2IVectorEnv
-from pasta_env.worlds import World, make_world, planted_user_model
+from pasta_env.worlds import World, make_world, planted_user_model, synthetic_space
 from simulators.atomic import write_json
+from simulators.candidates.synthetic import SyntheticCandidateGenerator
+from simulators.images.synthetic import SyntheticImageModel
 from simulators.preferences.data import write_dataset
 from simulators.text import prompts as P
 from simulators.users.user_model import UserModel
@@ -95,7 +97,10 @@ class _Collector:
 
 def _single_turn(world: World, users: UserModel, types: np.ndarray, uids: list[str], cfg, rng,
                  out: _Collector) -> None:
-    vocab, space, gen = world.space.vocab, world.space, world.candidates
+    space, gen, images = synthetic_space(world), world.candidates, world.images
+    if not isinstance(gen, SyntheticCandidateGenerator) or not isinstance(images, SyntheticImageModel):
+        raise ValueError("planted preference data needs the synthetic world's generator and image model")
+    vocab = space.vocab
     for kind, per_user in (("pairs", cfg.pairs_per_user), ("ratings", cfg.ratings_per_user)):
         n = per_user * len(uids)
         if n == 0:
@@ -103,7 +108,7 @@ def _single_turn(world: World, users: UserModel, types: np.ndarray, uids: list[s
         owner = np.repeat(np.arange(len(uids)), per_user)
         prompts = P.random_prompts(vocab, n, rng)
         emb = space.embed(prompts)
-        img_a = world.images.render(prompts[:, None, :], rng.random((n, 1, 1), np.float32))[:, 0, 0]
+        img_a = images.render_ids(prompts[:, None, :], rng.random((n, 1, 1), np.float32))[:, 0, 0]
         s_a = users.type_scores(emb[:, None, :], img_a[:, None, None, :], types[owner])[:, 0, 0]
         if kind == "ratings":
             ratings = s_a + cfg.rating_noise * rng.standard_normal(n)
@@ -112,11 +117,11 @@ def _single_turn(world: World, users: UserModel, types: np.ndarray, uids: list[s
                     "user_id": uids[owner[i]], "prompt": out.prompt(prompts[i]), "image": out.image(img_a[i]),
                     "rating": round(float(ratings[i]), 4)})
             continue
-        cands, raw = gen.generate(prompts, space.compose(prompts),
+        cands, raw = gen.expand(prompts, space.compose(prompts),
                                   rng.random((n, gen.uniforms_per_turn), np.float32))
         pick = rng.integers(0, gen.num_candidates, n)
         other = cands[np.arange(n), pick]
-        img_b = world.images.render(other[:, None, :], rng.random((n, 1, 1), np.float32))[:, 0, 0]
+        img_b = images.render_ids(other[:, None, :], rng.random((n, 1, 1), np.float32))[:, 0, 0]
         s_b = users.type_scores(emb[:, None, :], img_b[:, None, None, :], types[owner])[:, 0, 0]
         delta = s_a - s_b
         label = (rng.random(n) < 1.0 / (1.0 + np.exp(-delta))).astype(float)
@@ -135,18 +140,24 @@ def _choices(world: World, types: np.ndarray, uids: list[str], cfg, rng, out: _C
     core, n_cat = env.core, len(world.candidates.categories)
     for traj in range(cfg.trajectories_per_user):
         obs, info = env.reset(seed=int(rng.integers(2**31)), options={"user_type": types})
-        requests = [out.prompt(p) for p in world.initial_prompts[core.prompt_index]]
+        requests = [out.prompt(p) for p in _ids(core.request)]
         for turn in range(env.config.horizon):
             slates = random_diverse_slates(obs["candidate_categories"], env.config.slate_size, n_cat, rng)
             obs, _, _, _, info = env.step(slates)
             # Read each array once per step: on a sharded core every read joins the shards.
-            shown, images, choice = core.slate_prompts, core.images, core.choice
+            shown, images, choice = _ids(core.slate_prompts), core.images, core.choice
             for b, uid in enumerate(uids):
                 out.records["choices"].append({
                     "user_id": uid, "trajectory_id": f"{uid}/{traj}", "turn": turn,
                     "initial_prompt": requests[b], "prompts": [out.prompt(p) for p in shown[b]],
                     "images": [[out.image(img) for img in col] for col in images[b]],
                     "chosen": int(choice[b])})
+
+
+def _ids(prompts) -> np.ndarray:
+    if not isinstance(prompts, P.PhrasePrompts):
+        raise ValueError(f"planted preference data needs the synthetic world's prompts, got {type(prompts).__name__}")
+    return prompts.ids
 
 
 def generate(out_dir: str | os.PathLike, config: SyntheticDataConfig = SyntheticDataConfig(),
@@ -186,7 +197,7 @@ def _generate(out_dir: str | os.PathLike, config: SyntheticDataConfig, progress:
     for split, n_users in splits:
         if n_users == 0:
             continue
-        out = _Collector(world.space)
+        out = _Collector(synthetic_space(world))
         types_all = rng.choice(users.num_types, size=n_users, p=users.prior)
         uids_all = [f"{split}-{i:06d}" for i in range(n_users)]
         for a in range(0, n_users, 512):

@@ -1,58 +1,53 @@
-"""Lazy text: prompt ids that become words only when somebody reads them."""
+"""Lazy text: prompts that become words only when somebody reads them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
-from simulators.text.prompts import PromptSpace
+from simulators.contract import Prompts
 
 
 class _Lazy(Sequence):
-    """A read-only sequence over ``prompts`` whose items are made on access.
+    """A read-only sequence over a :class:`~simulators.contract.Prompts` batch whose items are made on access.
 
-    The caller must not change ``prompts`` afterwards (the simulation core
-    makes new arrays every turn).
+    The simulation core makes new prompt batches every turn, so a kept
+    sequence keeps describing the turn it came from.
     """
 
-    __slots__ = ("_space", "_prompts")
+    __slots__ = ("_prompts",)
 
-    def __init__(self, space: PromptSpace, prompts: np.ndarray):
-        self._space = space
+    def __init__(self, prompts: Prompts):
         self._prompts = prompts
 
     def __len__(self) -> int:
         return len(self._prompts)
 
     @property
-    def prompts(self) -> np.ndarray:
-        """The prompts in the world's own form (read-only ``(..., S)`` phrase ids).
+    def prompts(self) -> Prompts:
+        """The prompts in the world's own form (texts, embeddings and the generator's arrays).
 
         The same information as the texts, in the form the world's candidate
-        generator and text-to-image model take: agents that plan with the
-        simulator pass it to them.
+        generator and image model take: agents that plan with the simulator
+        pass it to them.
         """
-        view = self._prompts.view()
-        view.flags.writeable = False
-        return view
+        return self._prompts
 
-    def _item(self, prompts: np.ndarray):
+    def _item(self, prompts: Prompts):
         raise NotImplementedError
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return [self._item(p) for p in self._prompts[i]]
+            return [self._item(self._prompts[j]) for j in range(len(self))[i]]
         return self._item(self._prompts[i])
 
 
 class LazyTexts(_Lazy):
-    """The texts of ``(n, S)`` structured prompts, rendered on access."""
+    """The texts of ``(n,)`` prompts, rendered on access."""
 
     __slots__ = ()
 
-    def _item(self, prompt: np.ndarray) -> str:
-        return self._space.text(prompt)
+    def _item(self, prompt: Prompts) -> str:
+        return prompt.text()
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
@@ -66,8 +61,8 @@ class LazyTextBatch(_Lazy):
 
     __slots__ = ()
 
-    def _item(self, prompts: np.ndarray) -> LazyTexts:
-        return LazyTexts(self._space, prompts)
+    def _item(self, prompts: Prompts) -> LazyTexts:
+        return LazyTexts(prompts)
 
     def __repr__(self) -> str:
         return f"LazyTextBatch({len(self)} envs)"

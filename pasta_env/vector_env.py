@@ -14,7 +14,7 @@ from gymnasium.vector.utils import batch_space
 from pasta_env.config import EnvConfig
 from pasta_env.core import BatchCore, ShardedCore, forced_types
 from pasta_env.env import EpisodeEndedError, setup
-from pasta_env.render import render_turn
+from pasta_env.render import render_frame, render_turn
 from pasta_env.spaces import action_space, batched_observation_space, observation_space, validate_actions
 from pasta_env.text import LazyTextBatch
 from pasta_env.worlds import PromptsArg, World
@@ -61,22 +61,26 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
     split larger populations into several envs.
     """
 
-    metadata = {"render_modes": ["ansi"], "autoreset_mode": _NEXT_STEP}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "autoreset_mode": _NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, num_candidates: int = 25, slate_size: int = 4,
                  images_per_prompt: int = 4, horizon: int = 5, reward: str = "chosen",
                  world: str | World = "synthetic", prompts: PromptsArg = None,
                  expose_user_type: bool = False, render_mode: str | None = None,
                  world_kwargs: dict | None = None, num_threads: int | None = None,
-                 config: EnvConfig | None = None):
+                 config: EnvConfig | None = None, **world_options: Any):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.num_envs = num_envs
         self.config, self.world = setup(config, locals(), self.metadata["render_modes"])
         self.render_mode = render_mode
-        threads = default_threads(num_envs) if num_threads is None else num_threads
+        serial = not self.world.thread_safe
+        threads = (1 if serial else default_threads(num_envs)) if num_threads is None else num_threads
         if not isinstance(threads, int) or not 1 <= threads <= num_envs:
             raise ValueError(f"num_threads must be an integer in 1..num_envs ({num_envs}), got {num_threads!r}")
+        if serial and threads > 1:
+            raise ValueError(f"world {self.world.name!r} runs its models one batch at a time (thread_safe=False); "
+                             "use num_threads=1: its models batch the users themselves")
         self.num_threads = threads
         self._core = (BatchCore(self.world, self.config, num_envs) if threads == 1
                       else ShardedCore(self.world, self.config, num_envs, threads))
@@ -150,16 +154,21 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
         return (self._core.observation(), reward, np.full(n, done), np.zeros(n, bool),
                 self._info(stepped=True))
 
-    def render(self) -> tuple[str, ...] | None:  # type: ignore[override]  # ansi text, as the single env
+    def render(self) -> tuple | None:  # type: ignore[override]  # ansi texts or RGB frames, one per env
         if self.render_mode == "ansi":
             return tuple(render_turn(self._core, i) for i in range(self.num_envs))
+        if self.render_mode == "rgb_array":
+            return tuple(render_frame(self._core, i) for i in range(self.num_envs))
         return None
 
     def _info(self, stepped: bool) -> dict[str, Any]:
-        core, space = self._core, self.world.space
-        info: dict[str, Any] = {"candidate_texts": LazyTextBatch(space, core.cands)}
+        core = self._core
+        cands = core.cands
+        info: dict[str, Any] = {"candidate_texts": LazyTextBatch(cands)}
+        if cands.notes is not None:
+            info["candidate_notes"] = cands.notes.copy()
         if stepped:
-            info.update(slate=core.slate.copy(), slate_texts=LazyTextBatch(space, core.slate_prompts),
+            info.update(slate=core.slate.copy(), slate_texts=LazyTextBatch(core.slate_prompts),
                         choice=core.choice.copy())
         if self.config.expose_user_type:
             info["user_type"] = core.types.copy()

@@ -1,9 +1,11 @@
 """Worlds: the bundle of simulators an environment runs on, and their registry.
 
-A :class:`World` holds the prompt space (texts and embeddings), the candidate
-generator, the text-to-image model, the user model and the pool of initial
-prompts. Worlds register by name; ``make_world("synthetic")`` builds the
-offline default. Parts swap without touching the environment.
+A :class:`World` holds the candidate generator, the image model, the user
+model, the pool of initial prompts and a text encoder, each typed by its
+protocol in :mod:`simulators.contract`. Worlds register by name;
+``make_world("synthetic")`` builds the offline default, ``make_world("clip")``
+the one on open_clip, diffusers and a language model. Parts swap without
+touching the environment.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from simulators.candidates.synthetic import CATEGORIES, PER_CATEGORY, SyntheticCandidateGenerator
-from simulators.errors import AssetError
+from simulators.contract import CandidateGenerator, ImageModel, PromptEncoder, Prompts, UserSimulator
+from simulators.errors import AssetError, ShapeError
 from simulators.images.synthetic import ImageModelConfig, SyntheticImageModel
 from simulators.text import prompts as P
-from simulators.text.encoders import PhraseTable, StaticTextEncoder
+from simulators.text.encoders import LazyStaticTextEncoder, PhraseTable
 from simulators.users.checkpoint import load_user_model
 from simulators.users.user_model import TasteUserModel, UserModel
 
@@ -31,32 +34,61 @@ PromptsArg = str | os.PathLike | Sequence[str] | None
 
 @dataclass(frozen=True)
 class World:
-    """Everything an episode needs besides the agent.
+    """Everything an episode needs besides the agent: five parts behind the world contract.
+
+    Each part is typed by its protocol in :mod:`simulators.contract` (shapes,
+    and who owns randomness, are written there); the environment calls
+    nothing else, so a world made of other parts (CLIP encoders, a diffusion
+    model, a language model) runs the same env, agents and datasets.
 
     Attributes:
         name: Registry name of the world.
-        space: Texts and embeddings of phrases and prompts.
-        candidates: Proposes the candidate prompts of each turn.
-        images: Renders image embeddings for prompts.
+        candidates: Proposes the candidate prompts of each turn, in the
+            world's categories.
+        images: Renders image embeddings (and, with pixels, images) for prompts.
         user_model: Scores images and picks columns, per latent user type.
-        initial_prompts: ``(N, S)`` structured initial prompts.
+        initial_prompts: ``(N,)`` prompts the users start from.
+        encoder: Embeds free text in the world's space (a researcher's prompts).
+        thread_safe: Whether the parts may be called from several threads at
+            once (the vector env then shards users over threads); worlds
+            whose models batch users themselves (on a GPU) say ``False``.
+
+    Raises:
+        ShapeError: The parts disagree on the embedding dimension.
     """
 
     name: str
-    space: P.PromptSpace
-    candidates: SyntheticCandidateGenerator
-    images: SyntheticImageModel
-    user_model: UserModel
-    initial_prompts: np.ndarray
+    candidates: CandidateGenerator
+    images: ImageModel
+    user_model: UserSimulator
+    initial_prompts: Prompts
+    encoder: PromptEncoder | None = None
+    thread_safe: bool = True
+
+    def __post_init__(self):
+        prompts = self.initial_prompts
+        if not isinstance(prompts, Prompts) or len(prompts.shape) != 1 or len(prompts) == 0:
+            raise ShapeError(f"world {self.name!r}: initial_prompts must be a non-empty (N,) Prompts batch")
+        if self.user_model.dim != self.dim:
+            raise ShapeError(f"world {self.name!r}: the user model takes {self.user_model.dim}-d embeddings "
+                             f"but the prompts are {self.dim}-d; train or load a user model for this world")
+        if self.encoder is not None and self.encoder.dim != self.dim:
+            raise ShapeError(f"world {self.name!r}: the encoder gives {self.encoder.dim}-d embeddings but the "
+                             f"prompts are {self.dim}-d")
 
     @property
     def dim(self) -> int:
         """Embedding dimension of prompts and images."""
-        return self.space.dim
+        return self.initial_prompts.dim
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The candidate categories' names."""
+        return tuple(self.candidates.categories)
 
     def prompt_text(self, i: int) -> str:
         """Text of the ``i``-th initial prompt."""
-        return self.space.text(self.initial_prompts[i])
+        return self.initial_prompts[i].text()
 
 
 _WORLDS: dict[str, Callable[..., World]] = {}
@@ -95,6 +127,22 @@ def make_world(name: str = "synthetic", **kwargs) -> World:
     if name not in _WORLDS:
         raise ValueError(f"unknown world {name!r}; registered worlds: {', '.join(world_names())}")
     return _WORLDS[name](**kwargs)
+
+
+def check_world_options(name: str, options: dict) -> None:
+    """Raise a ``ValueError`` naming the options world ``name``'s factory does not take (and those it does)."""
+    import inspect
+
+    factory = _WORLDS.get(name)
+    if factory is None:
+        raise ValueError(f"unknown world {name!r}; registered worlds: {', '.join(world_names())}")
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        takes = ", ".join(n for n in params if n != "prompts")
+        raise ValueError(f"world {name!r} takes no option {', '.join(map(repr, unknown))}; its options are: {takes}")
 
 
 def read_prompts(source: PromptsArg) -> list[str]:
@@ -237,13 +285,13 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | Non
     if len(vocab) != len(table.phrases) or tuple(vocab.phrases) != table.phrases:
         raise AssetError("the phrase table does not match the vocabulary; rebuild it with "
                          "`python -m simulators.build_assets`")
+    encoder = LazyStaticTextEncoder(table.dim)
     if prompts is None:
         space = P.PromptSpace(vocab, table.embeddings, table.slot_weights)
         initial = _default_initial_prompts(vocab, seed)
     else:
         texts = read_prompts(prompts)
-        space = P.PromptSpace(vocab, table.embeddings, table.slot_weights, texts,
-                              StaticTextEncoder.load().encode(texts))
+        space = P.PromptSpace(vocab, table.embeddings, table.slot_weights, texts, encoder.encode(texts))
         initial = P.empty_prompts((len(texts),))
         initial[:, P.BASE] = np.arange(len(texts)) + space.num_phrases
     users = user_model or default_user_model()
@@ -255,8 +303,21 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | Non
         raise ValueError(f"the synthetic world proposes 5, 10, 15, 20 or 25 candidates per turn (the same number "
                          f"in each of its {len(CATEGORIES)} categories), got num_candidates={num_candidates}")
     generator = SyntheticCandidateGenerator(space, seed=seed, per_category=k)
-    return World("synthetic", space, generator, SyntheticImageModel(space, image_config, seed=seed),
-                 users, initial)
+    return World("synthetic", generator, SyntheticImageModel(space, image_config, seed=seed), users,
+                 space.prompts(initial), encoder)
+
+
+def synthetic_space(world: World) -> P.PromptSpace:
+    """The phrase space of a synthetic world (tools that work on phrase ids need it).
+
+    Raises:
+        ValueError: ``world`` is not made of the synthetic parts.
+    """
+    space = getattr(world.candidates, "space", None)
+    if not isinstance(space, P.PromptSpace) or not isinstance(world.initial_prompts, P.PhrasePrompts):
+        raise ValueError(f"this needs the synthetic world's phrase prompts; world {world.name!r} has "
+                         f"{type(world.initial_prompts).__name__}")
+    return space
 
 
 register_world("synthetic", make_synthetic_world)

@@ -32,7 +32,7 @@ from pasta_env.datasets.identity import world_identity
 from pasta_env.datasets.layout import ARRAYS, PRECISIONS, Layout
 from pasta_env.datasets.manifest import MANIFEST, PARTIAL, TURNS_FILE, read_manifest, returns_summary
 from pasta_env.datasets.store import DATA_DIR, MAIN_FILE, HDF5Writer, env_spec_for, file_sha256, require
-from pasta_env.datasets.turns import turn_table
+from pasta_env.datasets.turns import arrow_texts, turn_table
 from pasta_env.env import PRIVILEGED_INFO_KEYS
 from pasta_env.vector_env import PastaT2IVectorEnv
 from pasta_env.worlds import World, make_world
@@ -225,8 +225,8 @@ class _Run:
                         bar.update(a - b)
                 if b - a not in envs:
                     envs[b - a] = PastaT2IVectorEnv(num_envs=b - a, world=self.world, config=config)
-                arrays, ids = self.rollout(envs[b - a], i, a)
-                table = self.write_chunk(i, a, arrays, ids)
+                arrays, texts = self.rollout(envs[b - a], i, a)
+                table = self.write_chunk(i, a, arrays, texts)
                 assembler.put(i, arrays, table)
                 bar.update(b - a)
             self.timings["rollout_s"] = time.perf_counter() - t0
@@ -250,17 +250,15 @@ class _Run:
         self.policy.reset(seed=_chunk_seed(spec.seed, i, 0))
         rng = np.random.default_rng(_chunk_seed(spec.seed, i, 1))
         privileged = bool(getattr(self.policy, "privileged", False))
-        cur = np.array(core.cur)  # a copy: a single-shard core updates its prompts in place
-        ids = {"initial": cur, "prompt": np.zeros((n, H, cur.shape[1]), cur.dtype),
-               "candidates": np.zeros((n, H, C, cur.shape[1]), cur.dtype)}
+        texts: dict[str, list] = {"initial": [arrow_texts(core.request)], "prompt": [], "candidates": []}
         arrays["candidates"][:, 0] = obs["candidates"]
         arrays["request"][:] = obs["initial_prompt"]
         arrays["seeds"][:] = spec.seed + start + np.arange(n)
         arrays["user_type"][:] = info["user_type"]
         arrays["last_choice"][:, 0] = -1
         for t in range(H):
-            ids["prompt"][:, t] = core.cur
-            ids["candidates"][:, t] = core.cands
+            texts["prompt"].append(arrow_texts(core.cur))
+            texts["candidates"].append(arrow_texts(core.cands))
             shown = info if privileged else {k: v for k, v in info.items() if k not in PRIVILEGED_INFO_KEYS}
             slates = np.asarray(self.policy.act(obs, shown))
             if spec.epsilon > 0:
@@ -275,12 +273,12 @@ class _Run:
             arrays["last_choice"][:, t + 1] = info["choice"]
             arrays["last_images"][:, t + 1] = obs["history_slate_images"][:, t]
             arrays["candidates"][:, t + 1] = obs["candidates"]
-        return arrays, ids
+        return arrays, texts
 
-    def write_chunk(self, i: int, start: int, arrays: dict, ids: dict):
+    def write_chunk(self, i: int, start: int, arrays: dict, texts: dict):
         pq = require("pyarrow.parquet")
         cands = self.world.candidates
-        table = turn_table(self.world.space, start, arrays, ids, cands.categories, cands.category_of)
+        table = turn_table(start, arrays, texts, cands.categories, cands.category_of)
         with atomic_path(self.chunk_path(i, ".parquet")) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         with atomic_path(self.chunk_path(i, ".npz")) as tmp, open(tmp, "wb") as fh:

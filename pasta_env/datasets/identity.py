@@ -12,7 +12,7 @@ import numpy as np
 from pasta_env.worlds import World
 
 #: The parts of a world that a fingerprint covers, in order.
-PARTS = ("space", "candidates", "images", "user_model", "initial_prompts")
+PARTS = ("encoder", "candidates", "images", "user_model", "initial_prompts")
 
 
 def _feed(h, value: Any, depth: int = 0) -> None:
@@ -31,6 +31,9 @@ def _feed(h, value: Any, depth: int = 0) -> None:
             _feed(h, value[k], depth)
     elif isinstance(value, (str, int, float, bool, type(None), np.generic)):
         h.update(repr(value).encode())
+    elif callable(getattr(value, "identity", None)):  # parts with weights describe themselves
+        h.update(type(value).__qualname__.encode())
+        _feed(h, value.identity(), depth)
     elif depth < 3:
         h.update(type(value).__qualname__.encode())
         names = [f.name for f in fields(value)] if is_dataclass(value) else sorted(vars(value))
@@ -54,9 +57,11 @@ def world_identity(world: World) -> dict[str, Any]:
     """Name, sizes and a fingerprint of every part of ``world``, JSON-ready.
 
     Two worlds with equal identities produce equal episodes from equal seeds
-    and actions: the fingerprints cover the prompt space (phrase texts and
-    embeddings), the candidate generator, the image model, the user model
-    (every parameter) and the pool of initial prompts.
+    and actions: the fingerprints cover the text encoder, the candidate
+    generator (the synthetic one with its phrase texts and embeddings), the
+    image model, the user model (every parameter) and the pool of initial
+    prompts. Parts with weights fingerprint what their ``identity()``
+    method reports (model names, revisions, settings).
     """
     return {
         "name": world.name,
@@ -75,7 +80,7 @@ def identity_differences(recorded: dict[str, Any], current: dict[str, Any]) -> l
         if recorded.get(key) != current.get(key):
             problems.append(f"world {key}: the dataset has {json.dumps(recorded.get(key))}, "
                             f"this installation {json.dumps(current.get(key))}")
-    words = {"space": "prompt space (phrase texts and embeddings)", "candidates": "candidate generator",
+    words = {"encoder": "text encoder", "candidates": "candidate generator (and its phrase space)",
              "images": "image model", "user_model": "user model", "initial_prompts": "initial-prompt pool"}
     rec, cur = recorded.get("fingerprints", {}), current.get("fingerprints", {})
     for part in PARTS:

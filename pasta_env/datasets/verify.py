@@ -308,7 +308,7 @@ def _check_world(report: VerifyReport, manifest: dict):
     if kwargs["prompts"] and fingerprint(files=[kwargs["prompts"]]) != manifest.get("prompts_fingerprint"):
         problems.append(f"the prompt file {kwargs['prompts']!r} changed since generation")
     ok = report.add("world", problems, f"world {kwargs['world']!r} here is the one that generated the data "
-                                       "(prompt space, candidates, images, user model, prompts)")
+                                       "(encoder, candidates, images, user model, prompts)")
     return world if ok else None
 
 

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulators.contract import Prompts
 from simulators.text import prompts as P
+from simulators.text.encoders import normalize
 
 CATEGORIES: tuple[str, ...] = ("rephrase", "add detail", "change style", "change subject", "creative leap")
 PER_CATEGORY = 5
@@ -191,8 +193,29 @@ class SyntheticCandidateGenerator:
             allowed[full] = (allowed[full] & ~self.is_add) | repl[full]
         return allowed
 
-    def generate(self, cur: np.ndarray, cur_raw: np.ndarray, u: np.ndarray):
-        """Propose the candidates of one turn.
+    def generate(self, current: Prompts, uniforms: np.ndarray) -> P.PhrasePrompts:
+        """Propose the candidates of one turn (the world contract's call).
+
+        Args:
+            current: ``(B,)`` :class:`~simulators.text.prompts.PhrasePrompts`, the prompts to expand.
+            uniforms: ``(B, uniforms_per_turn)`` uniforms in ``[0, 1)``.
+
+        Returns:
+            ``(B, C)`` candidate prompts, categories in blocks of ``k``.
+
+        Raises:
+            TypeError: ``current`` is not the synthetic world's prompts.
+        """
+        phrases = _phrases(current)
+        ids, raw = self.expand(phrases.ids, phrases.raw, uniforms)
+        return P.PhrasePrompts(self.space, ids, raw, normalize(raw))
+
+    def keeps_request(self, current: Prompts, request: Prompts) -> np.ndarray:
+        """``(B,)`` whether each prompt still has the request's base (its subject or free text)."""
+        return _phrases(current).ids[..., P.BASE] == _phrases(request).ids[..., P.BASE]
+
+    def expand(self, cur: np.ndarray, cur_raw: np.ndarray, u: np.ndarray):
+        """Propose the candidates of one turn, on phrase ids.
 
         Args:
             cur: ``(B, S)`` current prompts.
@@ -243,3 +266,11 @@ class SyntheticCandidateGenerator:
         for j, s in enumerate(self.leap_slots):
             lraw += weighted[s, lv[:, j]]
         return cands, raw
+
+
+def _phrases(prompts: Prompts) -> P.PhrasePrompts:
+    if not isinstance(prompts, P.PhrasePrompts):
+        raise TypeError(f"the synthetic candidate generator expands the synthetic world's PhrasePrompts, got "
+                        f"{type(prompts).__name__}; free-text prompts need a text generator "
+                        "(simulators.candidates.templates.TemplateCandidateGenerator)")
+    return prompts

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulators.contract import Prompts
 from simulators.text import prompts as P
 from simulators.text.encoders import normalize
 
@@ -54,6 +55,8 @@ class SyntheticImageModel:
     """
 
     uniforms_per_image = 1
+    #: The synthetic world has no pixels (see the contract's ImageModel).
+    last_pixels = None
 
     def __init__(self, space: P.PromptSpace, config: ImageModelConfig = ImageModelConfig(), seed: int = 0):
         self.space = space
@@ -72,16 +75,23 @@ class SyntheticImageModel:
         n = (prompts[..., :P.FRAMING] >= 0).sum(axis=-1)
         return np.clip(1.0 - c.drop_per_phrase * (n - c.free_phrases), c.min_keep, 1.0)
 
-    def render(self, prompts: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Render images.
+    def render(self, prompts: Prompts, uniforms: np.ndarray) -> np.ndarray:
+        """Render images (the world contract's call).
 
         Args:
-            prompts: ``(B, L, S)`` prompts.
-            u: ``(B, L, M)`` uniforms, one per image.
+            prompts: ``(B, L)`` :class:`~simulators.text.prompts.PhrasePrompts`.
+            uniforms: ``(B, L, M)`` uniforms, one per image.
 
         Returns:
             ``(B, L, M, d)`` unit image embeddings.
         """
+        if not isinstance(prompts, P.PhrasePrompts):
+            raise TypeError(f"the synthetic image model renders the synthetic world's PhrasePrompts, got "
+                            f"{type(prompts).__name__}")
+        return self.render_ids(prompts.ids, uniforms)
+
+    def render_ids(self, prompts: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Render images of ``(B, L, S)`` phrase-id prompts from ``(B, L, M)`` uniforms."""
         rows = (u * self.config.bank_size).astype(np.intp)
         keep = self.keep_bank[rows] < self.keep_probability(prompts)[..., None, None]
         parts = self.space.weighted[self._slots, prompts]  # (B, L, S, d)

@@ -236,3 +236,32 @@ class StaticTextEncoder:
         if not rows:
             return np.zeros((0, self.dim), dtype=np.float32)
         return normalize(np.stack(rows)).astype(np.float32)
+
+
+class LazyStaticTextEncoder:
+    """The shipped :class:`StaticTextEncoder`, loaded on first use.
+
+    A world that never embeds free text never pays for loading the token
+    table (8 MB).
+
+    Args:
+        dim: The embedding dimension (that of the phrase table).
+    """
+
+    def __init__(self, dim: int):
+        self._dim = int(dim)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode(self, texts: Iterable[str]) -> np.ndarray:
+        """Embed texts with the static encoder (see :meth:`StaticTextEncoder.encode`)."""
+        return StaticTextEncoder.load().encode(texts)
+
+    def identity(self) -> dict:
+        """The token table's file checksum: what fixes this encoder's outputs."""
+        import hashlib
+
+        with _asset_path("static_tokens.npz").open("rb") as fh:
+            return {"kind": "static tokens", "sha256": hashlib.sha256(fh.read()).hexdigest()}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulators.contract import Prompts
 from simulators.text import vocabulary as V
 from simulators.text.encoders import normalize
 
@@ -201,6 +202,11 @@ class PromptSpace:
         """Text of one prompt ``(S,)``."""
         return render(ids, self.texts)
 
+    def prompts(self, ids: np.ndarray) -> PhrasePrompts:
+        """Structured prompts ``(..., S)`` as :class:`PhrasePrompts` (ids, embeddings, texts on demand)."""
+        raw = self.compose(ids).astype(np.float32)
+        return PhrasePrompts(self, np.asarray(ids, np.int32), raw, normalize(raw))
+
     def texts_of(self, ids: np.ndarray):
         """Texts of many prompts ``(n, S)`` at once, as a pyarrow string array (needs pyarrow).
 
@@ -208,3 +214,34 @@ class PromptSpace:
         millions of prompts take seconds, not minutes.
         """
         return render_many(ids, self.texts)
+
+
+class PhrasePrompts(Prompts):
+    """The synthetic world's prompts: phrase ids beside their embeddings; texts rendered on demand.
+
+    The ids are the synthetic generator's and image model's own form; the
+    environment's core sees only the :class:`~simulators.contract.Prompts`
+    interface.
+
+    Attributes:
+        space: The prompt space the ids index.
+        ids: ``(*batch, S)`` int32 phrase ids, ``-1`` for empty slots.
+        raw: ``(*batch, d)`` unnormalised composed embeddings (the generator
+            edits them phrase by phrase).
+        embeddings: ``(*batch, d)`` unit embeddings.
+    """
+
+    fields = ("ids", "raw", "embeddings")
+
+    def __init__(self, space: PromptSpace, ids: np.ndarray, raw: np.ndarray, embeddings: np.ndarray):
+        self.space, self.ids, self.raw, self.embeddings = space, ids, raw, embeddings
+
+    def texts(self) -> np.ndarray:
+        flat = self.ids.reshape(-1, NUM_SLOTS)
+        out = np.empty(len(flat), dtype=object)
+        out[:] = [self.space.text(row) for row in flat]
+        return out.reshape(self.shape)
+
+    def arrow_texts(self):
+        """The texts of the flattened batch as a pyarrow string array (vectorised; needs pyarrow)."""
+        return self.space.texts_of(self.ids.reshape(-1, NUM_SLOTS))

@@ -218,7 +218,7 @@ def test_ansi_render_describes_the_turn(actions):
     ({"slate_size": 0}, "slate_size must be a positive integer"),
     ({"num_candidates": 5, "slate_size": 6}, "slate_size .6. must not exceed num_candidates .5."),
     ({"num_candidates": 24}, "the synthetic world proposes 5, 10, 15, 20 or 25 candidates"),
-    ({"world": "nowhere"}, "unknown world 'nowhere'; registered worlds: synthetic"),
+    ({"world": "nowhere"}, "unknown world 'nowhere'; registered worlds: clip, synthetic"),
     ({"render_mode": "human"}, "render_mode must be None or 'ansi'"),
 ])
 def test_bad_arguments_get_clear_errors(kwargs, match):

@@ -106,12 +106,12 @@ def test_wordpiece_matches_the_real_tokenizer():
 
 def test_candidates_are_distinct_and_follow_their_category():
     world = make_world("synthetic")
-    gen, space = world.candidates, world.space
+    gen, space = world.candidates, world.candidates.space
     rng = np.random.default_rng(0)
-    cur = world.initial_prompts[rng.integers(0, len(world.initial_prompts), 64)]
+    cur = world.initial_prompts.ids[rng.integers(0, len(world.initial_prompts), 64)]
     raw = space.compose(cur)
     for _ in range(8):  # walk several turns so that prompts grow
-        cands, cand_raw = gen.generate(cur, raw, rng.random((64, gen.uniforms_per_turn), np.float32))
+        cands, cand_raw = gen.expand(cur, raw, rng.random((64, gen.uniforms_per_turn), np.float32))
         np.testing.assert_allclose(cand_raw, space.compose(cands), atol=1e-5)
         for b in range(64):
             texts = [space.text(c) for c in cands[b]]
@@ -127,7 +127,7 @@ def test_candidates_are_distinct_and_follow_their_category():
 
 def test_long_prompts_lose_details():
     world = make_world("synthetic")
-    space, images = world.space, world.images
+    space, images = world.candidates.space, world.images
     short = P.empty_prompts((1,))
     short[0, [P.BASE, P.STYLE]] = [0, space.vocab.slot_range(P.STYLE)[0]]
     long = short.copy()
@@ -135,8 +135,8 @@ def test_long_prompts_lose_details():
         long[0, slot] = space.vocab.slot_range(slot)[0] + 1
     u = np.random.default_rng(0).random((1, 1, 2000), np.float32)
     style = space.table[short[0, P.STYLE]]
-    short_img = images.render(short[None], u)[0, 0]
-    long_img = images.render(long[None], u)[0, 0]
+    short_img = images.render_ids(short[None], u)[0, 0]
+    long_img = images.render_ids(long[None], u)[0, 0]
     assert images.keep_probability(long) < images.keep_probability(short) == 1.0
     # The style is rendered less faithfully in the long prompt.
     assert (short_img @ style).mean() > (long_img @ style).mean() + 0.02

@@ -82,10 +82,11 @@ def test_images_faithful_to_the_request_score_higher_than_images_that_drop_it(mo
     users = model()
     world = make_world("synthetic")
     rng = np.random.default_rng(0)
-    requests = world.initial_prompts
+    requests = world.initial_prompts.ids
     n = len(requests)
-    p0 = world.space.embed(requests)
-    cands, _ = world.candidates.generate(requests, world.space.compose(requests), rng.random((n, 1), np.float32))
+    p0 = world.candidates.space.embed(requests)
+    space = world.candidates.space
+    cands, _ = world.candidates.expand(requests, space.compose(requests), rng.random((n, 1), np.float32))
     k = world.candidates.per_category
     subject = world.candidates.categories.index("change subject")
     style = world.candidates.categories.index("change style")
@@ -93,7 +94,7 @@ def test_images_faithful_to_the_request_score_higher_than_images_that_drop_it(mo
     kept = cands[:, style * k]  # the request kept, another style
 
     def mean_scores(prompts):
-        images = world.images.render(prompts[:, None, :], rng.random((n, 1, 8), np.float32))[:, 0]
+        images = world.images.render_ids(prompts[:, None, :], rng.random((n, 1, 8), np.float32))[:, 0]
         return users.scores(p0, images).mean(axis=1)  # (n, K)
 
     faithful, unfaithful = mean_scores(kept), mean_scores(dropped)
@@ -102,7 +103,7 @@ def test_images_faithful_to_the_request_score_higher_than_images_that_drop_it(mo
     assert (faithful - unfaithful).mean() > 1.0
     assert np.all((faithful - unfaithful).mean(axis=0) > 0)
     # The same image is worth more to the user who asked for it than to one who asked for something else.
-    images = world.images.render(requests[:, None, :], rng.random((n, 1, 4), np.float32))[:, 0]
+    images = world.images.render_ids(requests[:, None, :], rng.random((n, 1, 4), np.float32))[:, 0]
     own = users.scores(p0, images).mean(axis=(1, 2))
     other = users.scores(p0[rng.permutation(n)], images).mean(axis=(1, 2))
     assert own.mean() > other.mean() + 1.0

@@ -1,0 +1,96 @@
+"""The world contract: prompt batches, shape checks, seeds; the synthetic parts fill it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pasta_env.worlds import make_world
+from simulators.contract import (
+    CandidateGenerator,
+    ImageModel,
+    PromptEncoder,
+    TextPrompts,
+    UserSimulator,
+    check_candidates,
+    seeds_from_uniforms,
+)
+from simulators.errors import ShapeError
+
+
+def _prompts(n: int = 3, d: int = 4) -> TextPrompts:
+    emb = np.eye(n, d, dtype=np.float32)
+    return TextPrompts([f"prompt {i}" for i in range(n)], emb)
+
+
+def test_text_prompts_index_join_stack_and_broadcast_texts_with_embeddings():
+    p = _prompts()
+    assert p.shape == (3,) and p.dim == 4 and len(p) == 3
+    one = p[1]
+    assert one.shape == () and one.text() == "prompt 1" and one.embeddings.tolist() == [0, 1, 0, 0]
+    picked = p[np.array([[2, 0], [1, 1]])]
+    assert picked.shape == (2, 2) and picked.texts().tolist() == [["prompt 2", "prompt 0"], ["prompt 1"] * 2]
+    np.testing.assert_array_equal(picked.embeddings[0, 0], p.embeddings[2])
+    joined = p.concat([p[:1]])
+    assert joined.texts().tolist()[-1] == "prompt 0" and joined.embeddings.shape == (4, 4)
+    stacked = p.stack([p], axis=1)
+    assert stacked.shape == (3, 2) and stacked[2, 1].text() == "prompt 2"
+    wide = p[0].broadcast_to((5, 7))
+    assert wide.shape == (5, 7) and wide[4, 6].text() == "prompt 0"
+    assert p.reshape(3, 1).shape == (3, 1)
+    with pytest.raises(ValueError, match="texts"):
+        p.text()
+
+
+def test_text_prompts_refuse_mismatched_texts_and_embeddings():
+    with pytest.raises(ShapeError, match=r"texts: expected shape \(3,\)"):
+        TextPrompts(["a", "b"], np.zeros((3, 4), np.float32))
+
+
+def test_the_synthetic_parts_fill_the_protocols_and_their_outputs_have_the_declared_shapes():
+    world = make_world("synthetic")
+    assert isinstance(world.candidates, CandidateGenerator)
+    assert isinstance(world.images, ImageModel)
+    assert isinstance(world.user_model, UserSimulator)
+    assert isinstance(world.encoder, PromptEncoder)
+    rng = np.random.default_rng(0)
+    cur = world.initial_prompts[np.arange(3)]
+    cands = world.candidates.generate(cur, rng.random((3, 1), dtype=np.float32))
+    check_candidates(world.candidates, cands, 3, world.dim)
+    assert world.candidates.keeps_request(cur, cur).all()
+    images = world.images.render(cands[:, :4], rng.random((3, 4, 2), dtype=np.float32))
+    assert images.shape == (3, 4, 2, world.dim)
+    np.testing.assert_allclose(np.linalg.norm(images, axis=-1), 1.0, atol=1e-5)
+    # Texts come out on demand and match the ids' rendering.
+    assert cands[0, 0].text() == world.candidates.space.text(cands.ids[0, 0])
+
+
+def test_shape_checks_say_what_was_expected():
+    world = make_world("synthetic")
+    cands = world.candidates.generate(world.initial_prompts[np.arange(2)], np.zeros((2, 1), np.float32))
+    with pytest.raises(ShapeError, match=r"candidates: expected shape \(2, 24, 64\), got \(2, 25, 64\)"):
+        check_candidates(_Short(world.candidates), cands, 2, world.dim)
+
+
+class _Short:
+    """A generator that claims one candidate fewer than it makes."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.num_candidates = inner.num_candidates - 1
+        self.categories = inner.categories
+        self.category_of = inner.category_of[:-1]
+
+
+def test_the_synthetic_parts_refuse_free_text_prompts_with_a_hint():
+    world = make_world("synthetic")
+    with pytest.raises(TypeError, match="TemplateCandidateGenerator"):
+        world.candidates.generate(_prompts(2, world.dim), np.zeros((2, 1), np.float32))
+
+
+def test_seeds_from_uniforms_are_deterministic_in_range_and_salted():
+    u = np.random.default_rng(0).random((100,))
+    a, b = seeds_from_uniforms(u), seeds_from_uniforms(u)
+    np.testing.assert_array_equal(a, b)
+    assert a.min() >= 0 and a.max() < 2 ** 31 and len(set(a.tolist())) == 100
+    assert (seeds_from_uniforms(u, salt=7) != a).mean() > 0.95
