@@ -106,7 +106,7 @@ def _diff(result: EvaluationResult, a: str, b: str) -> dict[str, float]:
 
 
 def run(world: str = "synthetic", prompts: str | None = None, episodes: int = 2000, seed: int = 0,
-        num_envs: int = 1024, progress: bool = True) -> dict[str, Any]:
+        num_envs: int = 1024, progress: bool = True, world_kwargs: dict | None = None) -> dict[str, Any]:
     """Run the report and return it as a JSON-ready dict (see the module docstring).
 
     Args:
@@ -116,14 +116,16 @@ def run(world: str = "synthetic", prompts: str | None = None, episodes: int = 20
         seed: Episode ``e`` uses env seed ``seed + e`` for every agent.
         num_envs: Users simulated at once.
         progress: Show a progress bar.
+        world_kwargs: Options of the world's factory (e.g. the clip world's
+            ``clip_model``); the world is built once for every agent.
     """
     start = time.perf_counter()
     config = EnvConfig()
-    probe_world = build_world(world, prompts, config.num_candidates, None)
+    probe_world = build_world(world, prompts, config.num_candidates, world_kwargs)
     info_probe = InfoExploit(probe_world, config, seed=seed)
     probes = [DuplicateExploit(probe_world, config, seed=seed), info_probe]
-    result = evaluate([*AGENTS, *probes], episodes=episodes, seed=seed, prompts=prompts, num_envs=num_envs,
-                      progress=progress, world=world)
+    result = evaluate([*AGENTS, *probes], episodes=episodes, seed=seed, num_envs=num_envs,
+                      progress=progress, world=probe_world)
     checks = []
     for a, b in ORDER:
         d = _diff(result, a, b)
@@ -139,7 +141,8 @@ def run(world: str = "synthetic", prompts: str | None = None, episodes: int = 20
     prior = probe_world.user_model.prior
     per_agent = {n: r.summary() for n, r in result.agents.items()}
     return {
-        "settings": result.settings,
+        "settings": {**result.settings, "prompts": prompts, "world_kwargs": {k: str(v) for k, v in
+                                                                             (world_kwargs or {}).items()}},
         "agents": per_agent,
         "gaps": gaps,
         "checks": checks,

@@ -14,11 +14,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from simulators.errors import PastaError
 
@@ -35,6 +36,30 @@ def _threads() -> None:
         pass
 
 
+def world_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as world options; a value that parses as JSON (numbers, null, true) is taken so.
+
+    Raises:
+        ValueError: An item without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--world-option {pair!r}: expected KEY=VALUE, e.g. clip_model=ViT-H-14")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _world_option_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--world-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the world's factory, repeatable: e.g. clip_model=ViT-H-14, "
+                             "t2i_model=stabilityai/sdxl-turbo, lmm_model=..., device=cuda")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Compare agents on the same users; print a table, write JSON and a plot."""
     from agents import check_agent_spec
@@ -49,7 +74,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _positive(episodes=args.episodes, num_envs=args.num_envs)
     _outputs(json=args.json, plot=args.plot)
     result = evaluate(names, episodes=args.episodes, seed=args.seed, prompts=args.prompts,
-                      num_envs=args.num_envs, progress=not args.quiet, reward=args.reward)
+                      num_envs=args.num_envs, progress=not args.quiet, reward=args.reward, world=args.world,
+                      world_kwargs=world_options(args.world_option))
     s = result.settings
     print(f"PastaT2I-v0, world {s['world']}, {s['episodes']} episodes per agent, seed {s['seed']}, "
           f"reward {s['reward']}; mean return with 95% CI, mean utility per turn, choice entropy (nats)\n")
@@ -84,7 +110,7 @@ def cmd_validate_world(args: argparse.Namespace) -> int:
     _positive(num_envs=args.num_envs)
     _outputs(json=args.json)
     report = world_validity.run(args.world, args.prompts, args.episodes, args.seed, args.num_envs,
-                                progress=not args.quiet)
+                                progress=not args.quiet, world_kwargs=world_options(args.world_option))
     print(world_validity.markdown(report))
     if args.json:
         write_json(args.json, report)
@@ -355,11 +381,22 @@ def cmd_import_preferences(args: argparse.Namespace) -> int:
     from simulators.files import WriteLock, claim_output_dir
     from simulators.preferences.adapters import ADAPTERS
 
-    kwargs = {"image_embeddings": args.image_embeddings}
+    if (args.image_embeddings is None) == (args.clip_model is None):
+        raise ValueError("give either --image-embeddings (precomputed) or --clip-model (embed the images with "
+                         "open_clip), not both or neither")
+    kwargs: dict[str, Any] = {}
+    identity = {"command": "import-preferences", "format": args.format, "input": str(Path(args.input).resolve())}
+    if args.image_embeddings is not None:
+        kwargs["image_embeddings"] = args.image_embeddings
+        identity["image_embeddings"] = str(Path(args.image_embeddings).resolve())
+    else:
+        from simulators.text.openclip import OpenClipEncoder
+
+        encoder = OpenClipEncoder(args.clip_model, args.clip_pretrained, device=args.device)
+        kwargs.update(image_encoder=encoder.encode_image_payloads, text_encoder=encoder.encode)
+        identity["clip"] = encoder.identity()
     if args.image_root and args.format != "pick-a-pic":
         kwargs["image_root"] = args.image_root
-    identity = {"command": "import-preferences", "format": args.format, "input": str(Path(args.input).resolve()),
-                "image_embeddings": str(Path(args.image_embeddings).resolve())}
     with WriteLock(args.out):
         claim_output_dir(args.out, identity, args.overwrite)
         summary = ADAPTERS[args.format](args.input, args.out, **kwargs)
@@ -429,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, help="write the results as JSON here")
     ev.add_argument("--plot", default=None, help="write per-turn utility curves here (PNG, PDF, SVG)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--world", default="synthetic", help="a registered world (synthetic, clip)")
+    _world_option_argument(ev)
 
     vw = command("validate-world", cmd_validate_world)
     vw.add_argument("--world", default="synthetic", help="a registered world")
@@ -439,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     vw.add_argument("--num-envs", type=int, default=1024, help="users simulated at once")
     vw.add_argument("--json", default=None, help="write the report as JSON here")
     vw.add_argument("--quiet", action="store_true", help="no progress bar")
+    _world_option_argument(vw)
 
     demo = command("demo", cmd_demo)
     demo.add_argument("--agent", default="bayes", help="agent name")
@@ -580,8 +620,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--format", required=True, choices=("pick-a-pic", "hpd-v2", "simulacra"),
                      help="the public dataset's layout")
     imp.add_argument("--input", required=True, help="the dataset's table, JSON file or sqlite database")
-    imp.add_argument("--image-embeddings", required=True,
+    imp.add_argument("--image-embeddings", default=None,
                      help="precomputed image embeddings: .npz with arrays 'keys' (image ids) and 'emb'")
+    imp.add_argument("--clip-model", default=None,
+                     help="embed images and prompts with this open_clip model instead (e.g. ViT-H-14; the clip "
+                          "world's space; needs pasta-t2i[openclip])")
+    imp.add_argument("--clip-pretrained", default="laion2b_s32b_b79k",
+                     help="the open_clip model's pretrained tag or checkpoint path")
+    imp.add_argument("--device", default=None, help="cuda or cpu (default: the GPU if any)")
     imp.add_argument("--image-root", default=None, help="folder the image paths are relative to")
     imp.add_argument("--out", required=True, help="dataset folder to write")
     imp.add_argument("--overwrite", action="store_true",

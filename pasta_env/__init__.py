@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
+from pasta_env import clip_world as _clip_world  # noqa: F401  (registers the "clip" world; loads no model)
 from pasta_env.config import EnvConfig
 from pasta_env.env import PRIVILEGED_INFO_KEYS, EpisodeEndedError, PastaT2IEnv
 from pasta_env.vector_env import PastaT2IVectorEnv

@@ -1,0 +1,138 @@
+"""An offline candidate generator on free text: PASTA's five categories from the shipped phrase lists.
+
+:class:`TemplateCandidateGenerator` expands any prompt text (a researcher's
+own, or a language model's) without a model: it is the clip world's default
+generator when no language model is given, and the source that fills the gap
+when a language model returns too few, duplicate or malformed candidates.
+
+============== ======================================================
+category       what it does to ``"<framing> <subject>, <modifiers>"``
+============== ======================================================
+rephrase       puts another framing phrase before the subject
+add detail     appends a setting, lighting, mood, palette, composition
+               or detail phrase the prompt lacks
+change style   replaces the prompt's style phrase (or adds one)
+change subject replaces the subject, keeps the modifiers
+creative leap  a new subject in a new setting and style
+============== ======================================================
+
+Deterministic given the turn's uniform and the text; candidates of a turn
+are distinct.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from simulators.candidates.synthetic import CATEGORIES
+from simulators.contract import PromptEncoder, Prompts, TextPrompts, seeds_from_uniforms, text_hash
+from simulators.text import vocabulary as V
+
+_SUBJECTS = tuple(p for group in V.SUBJECTS.values() for p in group)
+_DETAILS = (*V.SETTINGS, *V.LIGHTING, *V.MOODS, *V.PALETTES, *V.COMPOSITIONS, *V.DETAILS)
+
+
+def clean_text(text: str) -> str:
+    """One line, single spaces, no stray punctuation at the ends."""
+    return " ".join(str(text).split()).strip(" ,;")
+
+
+def split_prompt(text: str) -> tuple[str, str, list[str]]:
+    """``(framing, subject, modifiers)`` of ``"<framing> <subject>, <mod>, <mod>"``."""
+    parts = [p.strip() for p in clean_text(text).split(",") if p.strip()]
+    head, mods = (parts[0], parts[1:]) if parts else ("", [])
+    framing = next((f for f in V.FRAMINGS if head.lower().startswith(f + " ")), "")
+    return framing, head[len(framing):].strip(), mods
+
+
+def join_prompt(framing: str, subject: str, mods: list[str]) -> str:
+    head = f"{framing} {subject}".strip()
+    return ", ".join([head, *mods]) if head else ", ".join(mods)
+
+
+def request_core(text: str) -> str:
+    """The subject of a request, lower-case: what must survive in later prompts."""
+    return split_prompt(text)[1].lower()
+
+
+class TemplateCandidateGenerator:
+    """``k`` free-text expansions in each of PASTA's five categories, embedded by ``encoder``.
+
+    Args:
+        encoder: Embeds the candidate texts in the world's space.
+        per_category: Candidates per category ``k``.
+    """
+
+    categories = CATEGORIES
+    uniforms_per_turn = 1
+
+    def __init__(self, encoder: PromptEncoder, per_category: int = 5):
+        if not 1 <= per_category <= 8:
+            raise ValueError(f"candidates per category must be in 1..8, got {per_category}")
+        self.encoder, self.per_category = encoder, per_category
+        self.num_candidates = per_category * len(CATEGORIES)
+        self.category_of = np.repeat(np.arange(len(CATEGORIES)), per_category).astype(np.int64)
+
+    def identity(self) -> dict:
+        return {"kind": "templates", "per_category": self.per_category}
+
+    def expand_text(self, text: str, rng: np.random.Generator, taken: set[str] | None = None) -> list[list[str]]:
+        """``k`` new texts per category for one prompt, distinct from each other and from ``taken``."""
+        k = self.per_category
+        framing, subject, mods = split_prompt(text)
+        lower = clean_text(text).lower()
+        style = [m for m in mods if m in V.STYLES]
+        rest = [m for m in mods if m not in V.STYLES]
+        seen = {lower} | (taken or set())
+        makers = [
+            lambda: join_prompt(_pick(rng, V.FRAMINGS, exclude=framing), subject or _pick(rng, _SUBJECTS), mods),
+            lambda: join_prompt(framing, subject, [*mods, _pick(rng, _DETAILS, exclude_in=lower)]),
+            lambda: join_prompt(framing, subject, [*rest, _pick(rng, V.STYLES, exclude=style[0] if style else "")]),
+            lambda: join_prompt(framing, _pick(rng, _SUBJECTS, exclude=subject), mods),
+            lambda: f"{_pick(rng, _SUBJECTS, exclude=subject)} {_pick(rng, V.SETTINGS)}, {_pick(rng, V.STYLES)}",
+        ]
+        out = []
+        for make in makers:
+            got: list[str] = []
+            for _ in range(50 * k):
+                if len(got) == k:
+                    break
+                t = clean_text(make())
+                if t and t.lower() not in seen:
+                    seen.add(t.lower())
+                    got.append(t)
+            while len(got) < k:  # tiny phrase lists only: number the rest
+                t = f"{text}, variation {len(got) + 1}"
+                seen.add(t.lower())
+                got.append(t)
+            out.append(got)
+        return out
+
+    def generate(self, current: Prompts, uniforms: np.ndarray) -> TextPrompts:
+        """``(B, C)`` candidates of ``(B,)`` current prompts (the world contract's call)."""
+        texts = current.texts().reshape(-1)
+        rows = []
+        for b, text in enumerate(texts):
+            rng = np.random.default_rng(int(seeds_from_uniforms(uniforms[b, 0], salt=text_hash(str(text)))))
+            rows.append([t for block in self.expand_text(str(text), rng) for t in block])
+        flat = [t for row in rows for t in row]
+        emb = self.encoder.encode(flat).reshape(len(texts), self.num_candidates, -1)
+        return TextPrompts(np.array(rows, dtype=object).reshape(len(texts), self.num_candidates), emb)
+
+    def keeps_request(self, current: Prompts, request: Prompts) -> np.ndarray:
+        """``(B,)`` whether the request's subject still appears in the current prompt."""
+        cur, req = current.texts().reshape(-1), request.texts().reshape(-1)
+        return np.array([bool(request_core(r)) and request_core(r) in str(c).lower() for c, r in zip(cur, req)])
+
+    @staticmethod
+    def ranking_scores(candidates: np.ndarray, request: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """Fidelity to the request, then to the current prompt (as the synthetic generator ranks)."""
+        return np.einsum("ncd,nd->nc", candidates, request + 0.1 * current)
+
+
+def _pick(rng: np.random.Generator, options, exclude: str = "", exclude_in: str = "") -> str:
+    pool = [o for o in options if o != exclude and (not exclude_in or not re.search(re.escape(o), exclude_in))]
+    pool = pool or list(options)
+    return str(pool[int(rng.integers(len(pool)))])
