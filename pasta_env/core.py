@@ -109,6 +109,7 @@ class BatchCore:
         self.images = np.zeros((B, L, M, d), np.float32)
         #: ``(B, L, M, h, w, 3)`` uint8 images of the last slate, in worlds with pixels (else ``None``).
         self.pixels: np.ndarray | None = None
+        self._buffers: ObservationBuffers | None = None
 
     @property
     def done(self) -> bool:
@@ -118,6 +119,10 @@ class BatchCore:
     def locate(self, row: int) -> tuple[BatchCore, int]:
         """The core holding user ``row`` and the user's row in it."""
         return self, row
+
+    def parts(self, name: str) -> list:
+        """The value of attribute ``name`` per shard (here one), unjoined."""
+        return [getattr(self, name)]
 
     def draw_uniforms(self, rngs) -> np.ndarray:
         """One episode of uniforms per user, from each user's generator."""
@@ -225,7 +230,9 @@ class BatchCore:
             "history_slate_images": self.hist_slate_images,
         }
         if out is None:
-            out = {k: np.empty(shape, dtype) for k, (shape, dtype) in self.observation_layout().items()}
+            if self._buffers is None:
+                self._buffers = ObservationBuffers(self.observation_layout())
+            out = self._buffers.new()
         for key, value in src.items():
             out[key][...] = value
         return out
@@ -273,6 +280,7 @@ class ShardedCore:
         first = self.shards[0]
         self.layout, self.categories, self.prior_cdf = first.layout, first.categories, first.prior_cdf
         self._pool = ThreadPoolExecutor(num_shards, thread_name_prefix="pasta-core")
+        self._buffers: ObservationBuffers | None = None
 
     @property
     def turn(self) -> int:
@@ -303,6 +311,10 @@ class ShardedCore:
     choice_probs = property(lambda self: self._joined("choice_probs"), doc="``(B, L)`` last choice probabilities.")
     choice = property(lambda self: self._joined("choice"), doc="``(B,)`` last chosen columns.")
 
+    def parts(self, name: str) -> list:
+        """The value of attribute ``name`` per shard, unjoined (cheap; join only what you read)."""
+        return [getattr(s, name) for s in self.shards]
+
     def _map(self, fn, *arrays):
         futures = [self._pool.submit(fn, shard, *[x[a:b] for x in arrays])
                    for shard, (a, b) in zip(self.shards, self.bounds)]
@@ -328,8 +340,10 @@ class ShardedCore:
         return np.concatenate(self._map(BatchCore.step, slate))
 
     def observation(self) -> dict[str, np.ndarray]:
-        layout = self.shards[0].observation_layout()
-        out = {k: np.empty((self.B, *shape[1:]), dtype) for k, (shape, dtype) in layout.items()}
+        if self._buffers is None:
+            layout = self.shards[0].observation_layout()
+            self._buffers = ObservationBuffers({k: ((self.B, *s[1:]), dt) for k, (s, dt) in layout.items()})
+        out = self._buffers.new()
         futures = [self._pool.submit(shard.observation, {k: v[a:b] for k, v in out.items()})
                    for shard, (a, b) in zip(self.shards, self.bounds)]
         for f in futures:
@@ -343,6 +357,30 @@ class ShardedCore:
     def close(self) -> None:
         """Stop the worker threads."""
         self._pool.shutdown(wait=False)
+
+
+class ObservationBuffers:
+    """Empty observation arrays carved from one allocation (64-byte aligned views), the plan made once.
+
+    One block per step instead of a dozen keeps the allocator from handing
+    memory back to the system and faulting it in again every step.
+
+    Args:
+        layout: Shape and dtype of every observation array.
+    """
+
+    def __init__(self, layout: dict[str, tuple[tuple[int, ...], np.dtype]]):
+        self.plan, total = [], 0
+        for key, (shape, dtype) in layout.items():
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            self.plan.append((key, total, total + nbytes, np.dtype(dtype), tuple(shape)))
+            total += -(-nbytes // 64) * 64
+        self.total = total
+
+    def new(self) -> dict[str, np.ndarray]:
+        """Fresh arrays (new memory every call: callers may keep them)."""
+        block = np.empty(self.total, np.uint8)
+        return {key: block[a:b].view(dtype).reshape(shape) for key, a, b, dtype, shape in self.plan}
 
 
 def forced_types(options: dict | None, batch: int, num_types: int) -> np.ndarray | None:

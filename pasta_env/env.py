@@ -202,15 +202,15 @@ class PastaT2IEnv(gym.Env):
     def _info(self, stepped: bool) -> dict[str, Any]:
         core = self._core
         info: dict[str, Any] = {
-            "candidate_texts": LazyTexts(core.cands[0]),
+            "candidate_texts": LazyTexts(core.cands, row=0),
             "categories": self._category_names,
         }
-        if core.cands.notes is not None and core.cands.notes[0] is not None:
+        if core.cands.notes is not None and core.cands.notes[0] is not None:  # a language model's repairs
             info["candidate_notes"] = core.cands.notes[0]
         if stepped:
             info.update(
                 slate=core.slate[0].copy(),
-                slate_texts=LazyTexts(core.slate_prompts[0]),
+                slate_texts=LazyTexts(core.slate_prompts, row=0),
                 choice=int(core.choice[0]),
             )
         else:

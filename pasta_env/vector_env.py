@@ -163,12 +163,13 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
 
     def _info(self, stepped: bool) -> dict[str, Any]:
         core = self._core
-        cands = core.cands
+        cands = core.parts("cands")  # joined only if an agent reads them all
         info: dict[str, Any] = {"candidate_texts": LazyTextBatch(cands)}
-        if cands.notes is not None:
-            info["candidate_notes"] = cands.notes.copy()
+        if any(c.notes is not None for c in cands):
+            info["candidate_notes"] = np.concatenate([np.full(len(c), None, object) if c.notes is None
+                                                      else c.notes for c in cands])
         if stepped:
-            info.update(slate=core.slate.copy(), slate_texts=LazyTextBatch(core.slate_prompts),
+            info.update(slate=core.slate.copy(), slate_texts=LazyTextBatch(core.parts("slate_prompts")),
                         choice=core.choice.copy())
         if self.config.expose_user_type:
             info["user_type"] = core.types.copy()

@@ -60,7 +60,9 @@ class Prompts:
     Every array attribute named in ``fields`` has the batch shape as its
     leading axes; indexing, joining and stacking apply to all of them alike,
     so a sub-batch keeps texts and embeddings together. Subclasses name their
-    fields and render :meth:`texts`.
+    fields and render :meth:`texts`. Fields also named in ``deferred`` are
+    gathered by indexing only when read (a slate never reads what only the
+    generator needs).
 
     Attributes:
         embeddings: ``(*batch, d)`` float32 unit vectors.
@@ -68,6 +70,8 @@ class Prompts:
 
     #: Names of the array attributes that share the batch axes.
     fields: ClassVar[tuple[str, ...]] = ("embeddings",)
+    #: Fields that indexing gathers on first read.
+    deferred: ClassVar[tuple[str, ...]] = ()
     embeddings: np.ndarray
     #: ``(B,)`` notes of the generator that made a ``(B, C)`` batch, per row (``None``: nothing to say),
     #: e.g. which candidates a language model's reply lacked; ``None`` when the generator keeps none.
@@ -87,31 +91,46 @@ class Prompts:
     def __len__(self) -> int:
         return self.embeddings.shape[0]
 
-    def _with(self, arrays: dict[str, np.ndarray]) -> Prompts:
+    def __getattr__(self, name: str):  # only called for attributes not set: a deferred field not yet read
+        pending = self.__dict__.get("_pending")
+        if pending is None or name not in pending:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        source, index = pending.pop(name)
+        value = self.__dict__[name] = _take(source, index)
+        return value
+
+    def _field(self, name: str) -> np.ndarray:
+        return getattr(self, name)
+
+    def _with(self, arrays: dict[str, np.ndarray], pending: dict | None = None) -> Prompts:
         out = object.__new__(type(self))
         out.__dict__.update(self.__dict__)
+        for name in self.deferred:
+            out.__dict__.pop(name, None)
+        out.__dict__["_pending"] = dict(pending or {})
         out.__dict__.update(arrays)
         return out
 
     def __getitem__(self, index) -> Prompts:
-        """Numpy indexing over the batch axes, applied to every field."""
-        return self._with({f: _take(self.__dict__[f], index) for f in self.fields})
+        """Numpy indexing over the batch axes, applied to every field (deferred ones when read)."""
+        return self._with({f: _take(self.__dict__[f], index) for f in self.fields if f not in self.deferred},
+                          {f: (self._field(f), index) for f in self.deferred})
 
     def reshape(self, *shape: int) -> Prompts:
         """The same prompts with another batch shape."""
-        return self._with({f: (a := self.__dict__[f]).reshape(*shape, *a.shape[len(self.shape):])
+        return self._with({f: (a := self._field(f)).reshape(*shape, *a.shape[len(self.shape):])
                            for f in self.fields})
 
     def broadcast_to(self, shape: tuple[int, ...]) -> Prompts:
         """A read-only view of a batch of shape ``()`` or ``(1,)`` repeated to ``shape`` (no memory used)."""
         lead = len(self.shape)
-        return self._with({f: np.broadcast_to(a := self.__dict__[f], (*shape, *a.shape[lead:]))
+        return self._with({f: np.broadcast_to(a := self._field(f), (*shape, *a.shape[lead:]))
                            for f in self.fields})
 
     def concat(self, others: Sequence[Prompts]) -> Prompts:
         """This batch and ``others`` joined along the first batch axis."""
         parts = [self, *others]
-        joined = {f: np.concatenate([p.__dict__[f] for p in parts]) for f in self.fields}
+        joined = {f: np.concatenate([p._field(f) for p in parts]) for f in self.fields}
         if any(p.notes is not None for p in parts):
             joined["notes"] = np.concatenate([np.full(len(p), None, object) if p.notes is None else p.notes
                                               for p in parts])
@@ -120,7 +139,7 @@ class Prompts:
     def stack(self, others: Sequence[Prompts], axis: int = 0) -> Prompts:
         """This batch and ``others`` (equal shapes) stacked on a new batch axis."""
         parts = [self, *others]
-        return self._with({f: np.stack([p.__dict__[f] for p in parts], axis=axis) for f in self.fields})
+        return self._with({f: np.stack([p._field(f) for p in parts], axis=axis) for f in self.fields})
 
     def texts(self) -> np.ndarray:
         """The texts, an object array of ``str`` with the batch shape."""

@@ -17,7 +17,11 @@ PARTS = ("encoder", "candidates", "images", "user_model", "initial_prompts")
 
 def _feed(h, value: Any, depth: int = 0) -> None:
     """Hash a value: arrays by dtype, shape and bytes; objects by their attributes; the rest by repr."""
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) and value.dtype == object:  # texts: their content, not their pointers
+        h.update(f"objects{value.shape}".encode())
+        for v in value.reshape(-1):
+            _feed(h, v, depth)
+    elif isinstance(value, np.ndarray):
         a = np.ascontiguousarray(value)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())

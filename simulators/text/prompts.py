@@ -232,6 +232,7 @@ class PhrasePrompts(Prompts):
     """
 
     fields = ("ids", "raw", "embeddings")
+    deferred = ("raw",)  # only the generator reads it, for the prompt it expands
 
     def __init__(self, space: PromptSpace, ids: np.ndarray, raw: np.ndarray, embeddings: np.ndarray):
         self.space, self.ids, self.raw, self.embeddings = space, ids, raw, embeddings

@@ -223,3 +223,15 @@ def test_a_user_model_trained_on_clip_embeddings_drives_the_clip_world(models, t
     assert env.world.user_model.num_types == 2 and env.world.user_model.dim == 32
     run = _play(env, seed=0)
     assert np.isfinite(run["rewards"]).all()
+
+
+def test_the_clip_world_has_a_stable_identity_that_names_what_differs(models, tmp_path):
+    from pasta_env.datasets.identity import identity_differences, world_identity
+
+    a = world_identity(make_clip_world(prompts=PROMPTS, **_options(models, tmp_path / "cache")))
+    b = world_identity(make_clip_world(prompts=PROMPTS, **_options(models, tmp_path / "cache")))
+    assert a == b and a["name"] == "clip" and a["dim"] == 32
+    c = world_identity(make_clip_world(prompts=PROMPTS, **_options(models, tmp_path / "cache", t2i_steps=3)))
+    assert identity_differences(a, c) == [
+        f"the image model differs from the one installed (fingerprint {a['fingerprints']['images']} in the "
+        f"dataset, {c['fingerprints']['images']} here)"]
