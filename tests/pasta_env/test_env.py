@@ -213,6 +213,41 @@ def test_ansi_render_describes_the_turn(actions):
     assert "utility" in exposed.render()
 
 
+def test_rgb_array_render_draws_the_slate_grid_with_the_chosen_column_framed(actions):
+    from pasta_env.vector_env import PastaT2IVectorEnv
+
+    env = gym.make(ENV_ID, render_mode="rgb_array")
+    env.reset(seed=0)
+    blank = env.render()
+    assert blank.dtype == np.uint8 and blank.ndim == 3 and blank.shape[2] == 3
+    green = np.array([40, 170, 60], np.uint8)
+    assert not (blank == green).all(axis=2).any()  # no choice yet
+    _, _, _, _, info = env.step(actions[0])
+    frame = env.render()
+    assert frame.shape == blank.shape
+    framed = np.flatnonzero((frame == green).all(axis=2).any(axis=0))
+    width = (frame.shape[1] - 4) // 4  # four columns and their gaps
+    assert framed.min() // width == framed.max() // width == info["choice"]
+    tiles = frame[10:-10, 10:-10].reshape(-1, 3)
+    assert len(np.unique(tiles, axis=0)) > 8  # images differ, so do their tiles
+    vec = PastaT2IVectorEnv(num_envs=2, render_mode="rgb_array")
+    vec.reset(seed=0)
+    vec.step(np.stack([actions[0], actions[0]]))
+    frames = vec.render()
+    assert len(frames) == 2 and frames[0].shape == frame.shape
+    np.testing.assert_array_equal(frames[0], frame)  # sub-env 0 is the single env seeded 0
+
+
+def test_importing_the_package_loads_no_model_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, pasta_env, agents, pasta_env.clip_world\n"
+            "print(sorted(m for m in ('torch', 'open_clip', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"reward": "best"}, "reward must be one of chosen, expected"),
     ({"slate_size": 0}, "slate_size must be a positive integer"),
