@@ -50,7 +50,6 @@ from simulators.errors import ShapeError, check_shape
 __all__ = [
     "Prompts", "TextPrompts", "PromptEncoder", "ImageEncoder", "TextToImage", "ImageModel",
     "CandidateGenerator", "UserSimulator", "seeds_from_uniforms", "text_hash", "check_prompts", "check_candidates",
-    "check_image_embeddings",
 ]
 
 
@@ -367,8 +366,3 @@ def check_candidates(generator: CandidateGenerator, candidates: Prompts, batch: 
     if cats.shape != (generator.num_candidates,) or cats.min() < 0 or cats.max() >= len(generator.categories):
         raise ShapeError(f"category_of: expected {generator.num_candidates} indices in "
                          f"0..{len(generator.categories) - 1}, got {cats.tolist()}")
-
-
-def check_image_embeddings(images: np.ndarray, shape: tuple[int, ...]) -> None:
-    """Check an image model's output shape, e.g. ``(B, L, M, d)``."""
-    check_shape("images", images, shape)
