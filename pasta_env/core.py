@@ -293,7 +293,7 @@ class ShardedCore:
         return self.shards[0].done
 
     def _joined(self, name: str):
-        first, *rest = [getattr(s, name) for s in self.shards]
+        first, *rest = self.parts(name)
         return first.concat(rest) if isinstance(first, Prompts) else np.concatenate([first, *rest])
 
     # Per-user arrays, the shards' rows joined in order (a new array on every read).

@@ -29,7 +29,7 @@ import numpy as np
 
 from simulators.backends import require, torch_device, torch_dtype
 from simulators.candidates.synthetic import CATEGORIES
-from simulators.candidates.templates import TemplateCandidateGenerator, clean_text, request_core
+from simulators.candidates.templates import TemplateCandidateGenerator, clean_text, embed_rows
 from simulators.contract import PromptEncoder, Prompts, TextPrompts, seeds_from_uniforms, text_hash
 
 #: What each category asks for, in the prompt to the model.
@@ -177,16 +177,13 @@ class LanguageModelCandidateGenerator:
             seed = int(seeds_from_uniforms(uniforms[b, 0], salt=text_hash(text)))
             row, notes[b] = self.candidates_for(text, seed)
             rows.append(row)
-        flat = [t for row in rows for t in row]
-        emb = self.encoder.encode(flat).reshape(len(texts), self.num_candidates, -1)
-        out = TextPrompts(np.array(rows, dtype=object).reshape(len(texts), self.num_candidates), emb)
+        out = embed_rows(self.encoder, rows)
         out.notes = notes
         return out
 
     def keeps_request(self, current: Prompts, request: Prompts) -> np.ndarray:
-        """``(B,)`` whether the request's subject still appears in the current prompt."""
-        cur, req = current.texts().reshape(-1), request.texts().reshape(-1)
-        return np.array([bool(request_core(r)) and request_core(r) in str(c).lower() for c, r in zip(cur, req)])
+        """``(B,)`` whether the request's subject still appears in the current prompt (the templates' rule)."""
+        return self.fallback.keeps_request(current, request)
 
     ranking_scores = staticmethod(TemplateCandidateGenerator.ranking_scores)
 

@@ -117,9 +117,7 @@ class TemplateCandidateGenerator:
         for b, text in enumerate(texts):
             rng = np.random.default_rng(int(seeds_from_uniforms(uniforms[b, 0], salt=text_hash(str(text)))))
             rows.append([t for block in self.expand_text(str(text), rng) for t in block])
-        flat = [t for row in rows for t in row]
-        emb = self.encoder.encode(flat).reshape(len(texts), self.num_candidates, -1)
-        return TextPrompts(np.array(rows, dtype=object).reshape(len(texts), self.num_candidates), emb)
+        return embed_rows(self.encoder, rows)
 
     def keeps_request(self, current: Prompts, request: Prompts) -> np.ndarray:
         """``(B,)`` whether the request's subject still appears in the current prompt."""
@@ -130,6 +128,12 @@ class TemplateCandidateGenerator:
     def ranking_scores(candidates: np.ndarray, request: np.ndarray, current: np.ndarray) -> np.ndarray:
         """Fidelity to the request, then to the current prompt (as the synthetic generator ranks)."""
         return np.einsum("ncd,nd->nc", candidates, request + 0.1 * current)
+
+
+def embed_rows(encoder: PromptEncoder, rows: list[list[str]]) -> TextPrompts:
+    """``(B, C)`` prompts from ``B`` rows of ``C`` candidate texts, embedded in one batch."""
+    emb = encoder.encode([t for row in rows for t in row]).reshape(len(rows), len(rows[0]), -1)
+    return TextPrompts(np.array(rows, dtype=object).reshape(emb.shape[:2]), emb)
 
 
 def _pick(rng: np.random.Generator, options, exclude: str = "", exclude_in: str = "") -> str:
