@@ -145,9 +145,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the throughput benchmark."""
     from benchmarks import throughput
 
-    _positive(steps=args.steps)
+    _positive(runs=args.runs)
+    if not args.seconds > 0 or args.evaluate_episodes < 0 or args.profile < 0:
+        raise ValueError("--seconds must be positive and --evaluate-episodes, --profile at least 0; got "
+                         f"{args.seconds}, {args.evaluate_episodes}, {args.profile}")
     _outputs(json=args.json)
-    throughput.run(args.steps, args.json)
+    throughput.run(args.seconds, args.runs, sardine=args.sardine, json_path=args.json,
+                   with_startup=not args.no_startup, evaluate_episodes=args.evaluate_episodes,
+                   profile_top=args.profile)
     return 0
 
 
@@ -486,7 +491,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompts", default=None, help="initial prompts file")
 
     bench = command("bench", cmd_bench)
-    bench.add_argument("--steps", type=int, default=20000, help="steps per measurement")
+    bench.add_argument("--seconds", type=float, default=3.0, help="length of one timed run")
+    bench.add_argument("--runs", type=int, default=3, help="runs per figure (the median is reported)")
+    bench.add_argument("--sardine", metavar="PATH", default=None,
+                       help="a local checkout of github.com/naver/sardine: its SlateTopK env is measured beside "
+                            "the single env, run for run")
+    bench.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
+    bench.add_argument("--evaluate-episodes", type=int, default=2000,
+                       help="episodes of the timed `pasta evaluate` main job (0 skips it)")
+    bench.add_argument("--profile", type=int, default=0, metavar="N",
+                       help="list the N functions that took the most time (single env and 1024 envs)")
     bench.add_argument("--json", default="results/throughput.json", help="where to write the figures")
 
     ti = command("train-iql", cmd_train_iql)

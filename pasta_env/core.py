@@ -57,6 +57,11 @@ class UniformLayout:
         return self.steps_start + self.horizon * (self.images_per_step + 1)
 
 
+#: Up to this many users an observation copies the whole state block at once; larger batches copy
+#: the history only as far as it was played (memory traffic, not call count, is their cost).
+_SMALL_BATCH = 16
+
+
 class BatchCore:
     """State and dynamics of ``B`` episodes that advance in lockstep.
 
@@ -88,19 +93,37 @@ class BatchCore:
         self.cur: Prompts = self.request
         self.cands: Prompts = first.broadcast_to((B, C))
         self.slate_prompts: Prompts = first.broadcast_to((B, L))
-        self.cand_emb = np.zeros((B, C, d), np.float32)
-        self.initial_emb = np.zeros((B, d), np.float32)
+        # The observation's arrays other than the candidates live in one block laid out as the
+        # observation's tail, so an observation is one copy of it plus the candidates.
+        self._plan = ObservationBuffers(self.observation_layout())
+        self._state_block, state = self._plan.tail()
+        state["candidate_categories"][...] = self.categories
+        state["action_mask"][...] = 1
+        self._state = state
+        self._turn = state["turn"]
+        self.initial_emb = state["initial_prompt"]
+        self.cur_emb = state["current_prompt"]
+        self.hist_prompts = state["history_prompts"]
+        self.hist_images = state["history_images"]
+        self.hist_choices = state["history_choices"]
+        self.hist_mask = state["history_mask"]
+        self.hist_slate_prompts = state["history_slate_prompts"]
+        self.hist_slate_images = state["history_slate_images"]
+        # History rows of turns not yet played: zero in small batches (their observation copies the whole
+        # block); left stale in large ones, whose observations copy only the played rows and write zeros.
+        lo, hi = self._plan.span("history_prompts", "history_slate_images")
+        self._history = self._state_block[lo:hi]
         # The request of each column, a read-only view: initial_emb is only ever written in place.
         self.requests = np.broadcast_to(self.initial_emb[:, None, :], (B, L, d))
-        self.cur_emb = np.zeros((B, d), np.float32)
-        self.hist_prompts = np.zeros((B, H, d), np.float32)
-        self.hist_images = np.zeros((B, H, d), np.float32)
-        self.hist_choices = np.zeros((B, H), np.int64)
-        self.hist_mask = np.zeros((B, H), np.int8)
-        self.hist_slate_prompts = np.zeros((B, H, L, d), np.float32)
-        self.hist_slate_images = np.zeros((B, H, L, d), np.float32)
         self.turn = 0
         self._rows = np.arange(B)[:, None]
+        self._expected = config.reward == "expected"
+        # Each turn's uniforms, as views of u (written in place at every reset).
+        lay = self.layout
+        self._u_cands = [self.u[:, lay.candidates(t)] for t in range(H + 1)]
+        self._u_images = [self.u[:, lay.images(t)].reshape(B, L, M) for t in range(H)]
+        self._u_choice = [self.u[:, lay.choice(t)] for t in range(H)]
+        assert all(np.shares_memory(v, self.u) for v in self._u_images)  # views, not copies
         # Last step, for info and rendering.
         self.slate = np.zeros((B, L), np.int64)
         self.utilities = np.zeros((B, L), np.float32)
@@ -109,7 +132,7 @@ class BatchCore:
         self.images = np.zeros((B, L, M, d), np.float32)
         #: ``(B, L, M, h, w, 3)`` uint8 images of the last slate, in worlds with pixels (else ``None``).
         self.pixels: np.ndarray | None = None
-        self._buffers: ObservationBuffers | None = None
+        self.reward = np.zeros(B, np.float64)
 
     @property
     def done(self) -> bool:
@@ -126,7 +149,10 @@ class BatchCore:
 
     def draw_uniforms(self, rngs) -> np.ndarray:
         """One episode of uniforms per user, from each user's generator."""
-        return np.stack([rng.random(self.layout.size, dtype=np.float32) for rng in rngs])
+        out = np.empty((len(rngs), self.layout.size), np.float32)
+        for rng, row in zip(rngs, out):
+            rng.random(dtype=np.float32, out=row)
+        return out
 
     def reset(self, uniforms: np.ndarray, types: np.ndarray | None = None) -> None:
         """Start new episodes for all users.
@@ -146,15 +172,14 @@ class BatchCore:
         self.request = self.cur = world.initial_prompts[self.prompt_index]
         self.initial_emb[:] = self.request.embeddings
         self.cur_emb[:] = self.initial_emb
-        for arr in (self.hist_prompts, self.hist_images, self.hist_choices, self.hist_mask,
-                    self.hist_slate_prompts, self.hist_slate_images):
-            arr.fill(0)
+        if self.B <= _SMALL_BATCH:  # the whole state block is copied into observations: unplayed rows must be 0
+            self._history.fill(0)
         self.turn = 0
+        self._turn.fill(0)
         self._propose()
 
     def _propose(self) -> None:
-        self.cands = self.world.candidates.generate(self.cur, self.u[:, self.layout.candidates(self.turn)])
-        self.cand_emb = self.cands.embeddings
+        self.cands = self.world.candidates.generate(self.cur, self._u_cands[self.turn])
 
     def step(self, slate: np.ndarray) -> np.ndarray:
         """Advance every episode by one turn.
@@ -167,75 +192,67 @@ class BatchCore:
         Returns:
             ``(B,)`` rewards.
         """
-        cfg, world, t = self.config, self.world, self.turn
-        B, L, M = self.B, cfg.slate_size, cfg.images_per_prompt
-        rows, flat = self._rows, self._rows[:, 0]
-        slate = distinct_slates(slate, cfg.num_candidates)
+        from pasta_env.kernels import record_turn
+
+        world, t = self.world, self.turn
+        rows = self._rows
+        slate = distinct_slates(slate, self.config.num_candidates)
         self.slate[:] = slate
         self.slate_prompts = self.cands[rows, slate]
-        slate_emb = self.slate_prompts.embeddings
-        self.images = world.images.render(
-            self.slate_prompts, self.u[:, self.layout.images(t)].reshape(B, L, M))
+        self.images = world.images.render(self.slate_prompts, self._u_images[t])
         self.pixels = world.images.last_pixels
         users = world.user_model
         scores = users.type_scores(self.requests, self.images, self.types)
         util = aggregate(scores, users.aggregation, axis=-1)
         probs = users.choice_probs(util)
-        cdf = np.cumsum(probs, axis=1)
-        choice = np.minimum((cdf < self.u[:, [self.layout.choice(t)]]).sum(axis=1), L - 1)
         self.utilities[:] = util
         self.choice_probs[:] = probs
-        self.choice[:] = choice
-        picked = slate[flat, choice]
-        if cfg.reward == "chosen":
-            reward = util[flat, choice]
-        else:
-            reward = (probs * util).sum(axis=1)
-        image_means = self.images.sum(axis=2) * (1.0 / M)
-        self.hist_prompts[:, t] = slate_emb[flat, choice]
-        self.hist_images[:, t] = image_means[flat, choice]
-        self.hist_choices[:, t] = choice
-        self.hist_mask[:, t] = 1
-        self.hist_slate_prompts[:, t] = slate_emb
-        self.hist_slate_images[:, t] = image_means
-        self.cur = self.cands[flat, picked]
-        self.cur_emb[:] = self.hist_prompts[:, t]
+        record_turn(t, self.choice_probs, self.utilities, self._u_choice[t], self.slate_prompts.embeddings,
+                    self.images, self._expected, self.choice, self.reward, self.hist_prompts, self.hist_images,
+                    self.hist_choices, self.hist_mask, self.hist_slate_prompts, self.hist_slate_images, self.cur_emb)
+        self.cur = self.cands[rows[:, 0], slate[rows[:, 0], self.choice]]
         self.turn = t + 1
+        self._turn.fill(t + 1)
         self._propose()  # the final observation shows the chosen prompt's expansions too
-        return reward.astype(np.float64)
+        return self.reward.copy()
 
     def request_kept(self) -> np.ndarray:
         """``(B,)`` whether the current prompt still holds the user's request (the generator judges)."""
         return np.asarray(self.world.candidates.keeps_request(self.cur, self.request), dtype=bool)
 
-    def observation(self, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def observation(self, out: dict[str, np.ndarray] | None = None, squeeze: bool = False) -> dict[str, np.ndarray]:
         """The observation arrays, batch-first: fresh copies, or written into ``out``.
 
         Args:
             out: Arrays of the observation's shapes (e.g. row slices of a
                 larger batch) to fill instead of allocating new ones.
+            squeeze: Drop the batch axis (a batch of one: the single env).
         """
-        src = {
-            "candidates": self.cand_emb,
-            "candidate_categories": self.categories,
-            "action_mask": 1,
-            "turn": self.turn,
-            "initial_prompt": self.initial_emb,
-            "current_prompt": self.cur_emb,
-            "history_prompts": self.hist_prompts,
-            "history_images": self.hist_images,
-            "history_choices": self.hist_choices,
-            "history_mask": self.hist_mask,
-            "history_slate_prompts": self.hist_slate_prompts,
-            "history_slate_images": self.hist_slate_images,
-        }
-        if out is None:
-            if self._buffers is None:
-                self._buffers = ObservationBuffers(self.observation_layout())
-            out = self._buffers.new()
-        for key, value in src.items():
-            out[key][...] = value
+        if out is None and self.B <= _SMALL_BATCH:  # one copy of the state block, then the candidates
+            block, out = self._plan.new(squeeze)
+            block[self._plan.tail_start:] = self._state_block
+        else:
+            if out is None:
+                _, out = self._plan.new(squeeze)
+            t = self.turn  # history rows of turns not played are zero: written, not copied
+            for key, value in self._state.items():
+                if key.startswith("history_"):
+                    out[key][:, :t] = value[:, :t]
+                    out[key][:, t:] = 0
+                else:
+                    out[key][...] = value
+        out["candidates"][...] = self.cands.embeddings.reshape(out["candidates"].shape)
         return out
+
+    def step_observe(self, slate: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`step`, then :meth:`observation`."""
+        reward = self.step(slate)
+        return reward, self.observation()
+
+    def reset_observe(self, uniforms: np.ndarray, types: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """:meth:`reset`, then :meth:`observation`."""
+        self.reset(uniforms, types)
+        return self.observation()
 
     def observation_layout(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Shape and dtype of every observation array of this batch."""
@@ -339,14 +356,41 @@ class ShardedCore:
     def step(self, slate: np.ndarray) -> np.ndarray:
         return np.concatenate(self._map(BatchCore.step, slate))
 
-    def observation(self) -> dict[str, np.ndarray]:
+    def _new_observation(self) -> dict[str, np.ndarray]:
         if self._buffers is None:
             layout = self.shards[0].observation_layout()
             self._buffers = ObservationBuffers({k: ((self.B, *s[1:]), dt) for k, (s, dt) in layout.items()})
-        out = self._buffers.new()
+        return self._buffers.new()[1]
+
+    def observation(self) -> dict[str, np.ndarray]:
+        out = self._new_observation()
         futures = [self._pool.submit(shard.observation, {k: v[a:b] for k, v in out.items()})
                    for shard, (a, b) in zip(self.shards, self.bounds)]
         for f in futures:
+            f.result()
+        return out
+
+    def step_observe(self, slate: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Each shard steps and writes its rows of the observation in one task on its thread."""
+        out = self._new_observation()
+
+        def task(shard: BatchCore, rows: np.ndarray, a: int, b: int) -> np.ndarray:
+            reward = shard.step(rows)
+            shard.observation({k: v[a:b] for k, v in out.items()})
+            return reward
+
+        futures = [self._pool.submit(task, shard, slate[a:b], a, b) for shard, (a, b) in zip(self.shards, self.bounds)]
+        return np.concatenate([f.result() for f in futures]), out
+
+    def reset_observe(self, uniforms: np.ndarray, types: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Each shard resets and writes its rows of the observation in one task on its thread."""
+        out = self._new_observation()
+
+        def task(shard: BatchCore, a: int, b: int) -> None:
+            shard.reset(uniforms[a:b], None if types is None else types[a:b])
+            shard.observation({k: v[a:b] for k, v in out.items()})
+
+        for f in [self._pool.submit(task, shard, a, b) for shard, (a, b) in zip(self.shards, self.bounds)]:
             f.result()
         return out
 
@@ -360,13 +404,16 @@ class ShardedCore:
 
 
 class ObservationBuffers:
-    """Empty observation arrays carved from one allocation (64-byte aligned views), the plan made once.
+    """Observation arrays carved from one allocation (64-byte aligned views), the plan made once.
 
     One block per step instead of a dozen keeps the allocator from handing
-    memory back to the system and faulting it in again every step.
+    memory back to the system and faulting it in again every step. The core
+    keeps every array but the first (the candidates) in a block of the same
+    layout (:meth:`tail`), so an observation is one copy of that block plus
+    the candidates.
 
     Args:
-        layout: Shape and dtype of every observation array.
+        layout: Shape and dtype of every observation array, batch-first.
     """
 
     def __init__(self, layout: dict[str, tuple[tuple[int, ...], np.dtype]]):
@@ -376,11 +423,31 @@ class ObservationBuffers:
             self.plan.append((key, total, total + nbytes, np.dtype(dtype), tuple(shape)))
             total += -(-nbytes // 64) * 64
         self.total = total
+        #: Where the arrays after the first start in a block.
+        self.tail_start = self.plan[1][1] if len(self.plan) > 1 else total
+        self._squeezed = [(k, a, b, dt, shape[1:]) for k, a, b, dt, shape in self.plan]
 
-    def new(self) -> dict[str, np.ndarray]:
-        """Fresh arrays (new memory every call: callers may keep them)."""
+    def new(self, squeeze: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A fresh block and its arrays (new memory every call: callers may keep them).
+
+        Args:
+            squeeze: Drop the leading (batch) axis of every array (for a batch of one).
+        """
         block = np.empty(self.total, np.uint8)
-        return {key: block[a:b].view(dtype).reshape(shape) for key, a, b, dtype, shape in self.plan}
+        plan = self._squeezed if squeeze else self.plan
+        return block, {key: np.ndarray(shape, dtype, block, a) for key, a, _, dtype, shape in plan}
+
+    def tail(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A zeroed block holding every array but the first, at the offsets it has in :meth:`new`'s block."""
+        base = self.tail_start
+        block = np.zeros(self.total - base, np.uint8)
+        return block, {key: block[a - base:b - base].view(dtype).reshape(shape)
+                       for key, a, b, dtype, shape in self.plan[1:]}
+
+    def span(self, first: str, last: str) -> tuple[int, int]:
+        """Byte range in :meth:`tail`'s block from array ``first`` to the end of array ``last`` (for one fill)."""
+        offsets = {key: (a, b) for key, a, b, _, _ in self.plan}
+        return offsets[first][0] - self.tail_start, offsets[last][1] - self.tail_start
 
 
 def forced_types(options: dict | None, batch: int, num_types: int) -> np.ndarray | None:

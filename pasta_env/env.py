@@ -195,7 +195,7 @@ class PastaT2IEnv(gym.Env):
         return None
 
     def _obs(self) -> dict[str, np.ndarray]:
-        obs = {k: v[0] for k, v in self._core.observation().items()}
+        obs = self._core.observation(squeeze=True)
         obs["turn"] = obs["turn"][()]
         return obs
 

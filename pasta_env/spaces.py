@@ -71,11 +71,6 @@ def action_space(config: EnvConfig) -> spaces.MultiDiscrete:
     return spaces.MultiDiscrete(np.full(config.slate_size, config.num_candidates))
 
 
-#: Up to this many slates, :func:`distinct_slates` works row by row in Python
-#: (faster than a dozen array calls for the single env).
-_ROW_BY_ROW = 8
-
-
 def distinct_slates(slates: np.ndarray, num_candidates: int) -> np.ndarray:
     """Make every slate a set of distinct candidates (what the env shows).
 
@@ -83,49 +78,20 @@ def distinct_slates(slates: np.ndarray, num_candidates: int) -> np.ndarray:
     replaced by the lowest candidate index that appears nowhere in the
     slate; several such columns take the lowest free indices in column
     order. Slates without repeats are returned unchanged (the same array).
+    One compiled kernel applies it to any number of slates.
 
     Args:
-        slates: ``(N, L)`` candidate indices in ``0..num_candidates-1``.
+        slates: ``(N, L)`` int64 candidate indices in ``0..num_candidates-1``.
         num_candidates: ``L_C`` (at least ``L``).
 
     Returns:
         ``(N, L)`` slates whose entries are distinct within each row.
     """
-    if len(slates) <= _ROW_BY_ROW:
-        rows = [i for i, row in enumerate(slates.tolist()) if len(set(row)) < len(row)]
-        if not rows:
-            return slates
-        out = slates.copy()
-        for i in rows:
-            out[i] = _fill_row(out[i].tolist(), num_candidates)
-        return out
-    ordered = np.sort(slates, axis=1)
-    dup_rows = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
-    if dup_rows.size == 0:
+    from pasta_env import kernels
+
+    out = np.empty(slates.shape, np.int64)
+    if kernels.distinct_slates(np.asarray(slates, np.int64), int(num_candidates), out) == 0:
         return slates
-    out = slates.copy()
-    sub = out[dup_rows]
-    rep = np.zeros(sub.shape, bool)
-    for j in range(1, sub.shape[1]):
-        rep[:, j] = (sub[:, :j] == sub[:, j:j + 1]).any(axis=1)
-    used = np.zeros((len(dup_rows), num_candidates), bool)
-    used[np.arange(len(dup_rows))[:, None], sub] = True
-    free = np.argsort(used, axis=1, kind="stable")  # unused indices first, ascending
-    nth = np.cumsum(rep, axis=1) - 1
-    sub[rep] = free[np.nonzero(rep)[0], nth[rep]]
-    out[dup_rows] = sub
-    return out
-
-
-def _fill_row(row: list[int], num_candidates: int) -> list[int]:
-    """One slate filled by :func:`distinct_slates`' rule."""
-    taken = set(row)
-    free = (i for i in range(num_candidates) if i not in taken)
-    seen: set[int] = set()
-    out = []
-    for i in row:
-        out.append(next(free) if i in seen else i)
-        seen.add(i)
     return out
 
 
@@ -176,7 +142,12 @@ def validate_actions(action, batch: int | None, config: EnvConfig) -> np.ndarray
     if arr.dtype.kind not in "iu":
         extra = " (it contains NaN)" if arr.dtype.kind == "f" and np.isnan(arr).any() else ""
         raise ValueError(f"{what} must hold integers 0..{C - 1}, got dtype {arr.dtype}{extra}")
-    if arr.size and (arr.min() < 0 or arr.max() >= C):
+    if arr.size <= 64:  # a few slates: Python's min and max beat two array reductions
+        values = arr.ravel().tolist()
+        out_of_range = bool(values) and (min(values) < 0 or max(values) >= C)
+    else:
+        out_of_range = bool(arr.min() < 0 or arr.max() >= C)
+    if out_of_range:
         bad = arr[(arr < 0) | (arr >= C)].flat[0]
         raise ValueError(f"slate index {bad} is out of range 0..{C - 1}")
     return arr.astype(np.int64, copy=False)

@@ -117,8 +117,7 @@ def _single_turn(world: World, users: UserModel, types: np.ndarray, uids: list[s
                     "user_id": uids[owner[i]], "prompt": out.prompt(prompts[i]), "image": out.image(img_a[i]),
                     "rating": round(float(ratings[i]), 4)})
             continue
-        cands, raw = gen.expand(prompts, space.compose(prompts),
-                                  rng.random((n, gen.uniforms_per_turn), np.float32))
+        cands, _ = gen.expand(prompts, rng.random((n, gen.uniforms_per_turn), np.float32))
         pick = rng.integers(0, gen.num_candidates, n)
         other = cands[np.arange(n), pick]
         img_b = images.render_ids(other[:, None, :], rng.random((n, 1, 1), np.float32))[:, 0, 0]

@@ -128,31 +128,30 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
         else:
             self._rngs = [seeding.np_random(s)[0] if s is not None else rng
                           for s, rng in zip(seeds, self._rngs)]
-        self._restart(forced_types(options, self.num_envs, self.world.user_model.num_types))
-        return self._core.observation(), self._info(stepped=False)
+        obs = self._restart(forced_types(options, self.num_envs, self.world.user_model.num_types))
+        return obs, self._info(stepped=False)
 
-    def _restart(self, types=None) -> None:
-        self._core.reset(self._core.draw_uniforms(self._rngs), types)
+    def _restart(self, types=None) -> dict[str, np.ndarray]:
+        obs = self._core.reset_observe(self._core.draw_uniforms(self._rngs), types)
         self._needs_reset = False
         self._started = True
+        return obs
 
     def step(self, actions):
         if not self._started:
             raise gym.error.ResetNeeded("call reset() before step()")
         n = self.num_envs
         if self._needs_reset:  # next-step autoreset: the actions are ignored
-            self._restart()
+            obs = self._restart()
             zeros = np.zeros(n, bool)
-            return (self._core.observation(), np.zeros(n), zeros, zeros.copy(),
-                    self._info(stepped=False))
+            return obs, np.zeros(n), zeros, zeros.copy(), self._info(stepped=False)
         if self._core.done:  # pragma: no cover - guarded by _needs_reset
             raise EpisodeEndedError("the episodes ended; call reset()")
         slates = validate_actions(actions, n, self.config)
-        reward = self._core.step(slates)
+        reward, obs = self._core.step_observe(slates)
         done = self._core.done
         self._needs_reset = done
-        return (self._core.observation(), reward, np.full(n, done), np.zeros(n, bool),
-                self._info(stepped=True))
+        return obs, reward, np.full(n, done), np.zeros(n, bool), self._info(stepped=True)
 
     def render(self) -> tuple | None:  # type: ignore[override]  # ansi texts or RGB frames, one per env
         if self.render_mode == "ansi":

@@ -59,9 +59,7 @@ class Prompts:
     Every array attribute named in ``fields`` has the batch shape as its
     leading axes; indexing, joining and stacking apply to all of them alike,
     so a sub-batch keeps texts and embeddings together. Subclasses name their
-    fields and render :meth:`texts`. Fields also named in ``deferred`` are
-    gathered by indexing only when read (a slate never reads what only the
-    generator needs).
+    fields and render :meth:`texts`.
 
     Attributes:
         embeddings: ``(*batch, d)`` float32 unit vectors.
@@ -69,8 +67,6 @@ class Prompts:
 
     #: Names of the array attributes that share the batch axes.
     fields: ClassVar[tuple[str, ...]] = ("embeddings",)
-    #: Fields that indexing gathers on first read.
-    deferred: ClassVar[tuple[str, ...]] = ()
     embeddings: np.ndarray
     #: ``(B,)`` notes of the generator that made a ``(B, C)`` batch, per row (``None``: nothing to say),
     #: e.g. which candidates a language model's reply lacked; ``None`` when the generator keeps none.
@@ -90,30 +86,18 @@ class Prompts:
     def __len__(self) -> int:
         return self.embeddings.shape[0]
 
-    def __getattr__(self, name: str):  # only called for attributes not set: a deferred field not yet read
-        pending = self.__dict__.get("_pending")
-        if pending is None or name not in pending:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        source, index = pending.pop(name)
-        value = self.__dict__[name] = _take(source, index)
-        return value
-
     def _field(self, name: str) -> np.ndarray:
         return getattr(self, name)
 
-    def _with(self, arrays: dict[str, np.ndarray], pending: dict | None = None) -> Prompts:
+    def _with(self, arrays: dict[str, np.ndarray]) -> Prompts:
         out = object.__new__(type(self))
         out.__dict__.update(self.__dict__)
-        for name in self.deferred:
-            out.__dict__.pop(name, None)
-        out.__dict__["_pending"] = dict(pending or {})
         out.__dict__.update(arrays)
         return out
 
     def __getitem__(self, index) -> Prompts:
-        """Numpy indexing over the batch axes, applied to every field (deferred ones when read)."""
-        return self._with({f: _take(self.__dict__[f], index) for f in self.fields if f not in self.deferred},
-                          {f: (self._field(f), index) for f in self.deferred})
+        """Numpy indexing over the batch axes, applied to every field."""
+        return self._with({f: _take(self.__dict__[f], index) for f in self.fields})
 
     def reshape(self, *shape: int) -> Prompts:
         """The same prompts with another batch shape."""

@@ -25,7 +25,8 @@ How the draws work: every possible edit of a category is an *option*. A
 turn takes one row of a fixed bank of random orderings of every category's
 options (part of the world, drawn once from its seed) and keeps, per
 category, the first ``k`` options that are allowed (e.g. not the current
-style). That is a dozen array operations for any batch size.
+style). One compiled kernel (:func:`simulators.kernels.expand_candidates`)
+does a turn for any batch size.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import numpy as np
 
 from simulators.contract import Prompts
 from simulators.text import prompts as P
-from simulators.text.encoders import normalize
 
 CATEGORIES: tuple[str, ...] = ("rephrase", "add detail", "change style", "change subject", "creative leap")
 PER_CATEGORY = 5
@@ -92,10 +92,6 @@ class SyntheticCandidateGenerator:
         self._bank_rows = bank_rows
         self._build_masked_options(vocab, rng)
         self._build_excluding_options(vocab, rng)
-        self.leap_slots = (P.BASE, P.STYLE, P.SETTING)
-        self._cols = np.arange(4 * k)
-        self._style_base = np.repeat(np.array([P.STYLE, P.BASE], np.intp), k)
-        self._row_cache: dict[int, np.ndarray] = {}
 
     def _build_masked_options(self, vocab: P.Vocabulary, rng: np.random.Generator) -> None:
         """Rephrase options (slot, neighbour rank) and add-detail options (slot, draw j).
@@ -121,24 +117,23 @@ class SyntheticCandidateGenerator:
             value += list(range(draws))
             gate += [P.DETAIL_A if s == P.DETAIL_B else _ALWAYS_FILLED] * draws
             orders.append(a + np.argsort(rng.random((self._bank_rows, b - a)), axis=1)[:, :draws])
-        self.detail_bank = np.concatenate(orders, axis=1).astype(np.int32)  # (rows, 7 * draws)
+        self.detail_bank: np.ndarray = np.concatenate(orders, axis=1).astype(_id_dtype(vocab))  # (rows, 7 * draws)
         self.opt_slot = np.array(slot, np.intp)
         self.opt_rank = np.array(value, np.intp)
         self.opt_gate = np.array(gate, np.intp)
         n = len(slot)
         self.n_reph = n_reph
         is_reph = np.arange(n) < n_reph
-        self.is_reph_always = is_reph & (self.opt_slot == P.FRAMING)
-        self.is_reph_when_filled = is_reph & ~self.is_reph_always
-        self.is_add = ~is_reph
-        self.is_replaceable_detail = self.is_add & np.isin(self.opt_slot, (P.DETAIL_A, P.DETAIL_B))
-        # Sort keys: rephrase block first, add-detail block second, disallowed options last in each.
-        self.block_size = np.where(is_reph, n_reph, n - n_reph).astype(np.int16)
-        base = np.where(is_reph, 0, 2 * n_reph).astype(np.int16)
+        # Option kind for the kernel: 0 rephrase a filled slot, 1 rephrase always (framing), 2 add detail.
+        self.opt_kind = np.where(is_reph, np.where(self.opt_slot == P.FRAMING, 1, 0), 2).astype(np.int8)
+        self.replaceable = ~is_reph & np.isin(self.opt_slot, (P.DETAIL_A, P.DETAIL_B))
+        # Each bank row ranks the rephrase options and the add-detail options; a turn takes, per block,
+        # the first k allowed options in that order (then disallowed ones, should fewer than k apply).
         ranks = np.concatenate([np.argsort(rng.random((self._bank_rows, n_reph)), 1),
                                 np.argsort(rng.random((self._bank_rows, n - n_reph)), 1)], axis=1)
-        self.key_bank = (ranks + base).astype(np.int16)
-        self.masked_pick = np.concatenate([np.arange(k), n_reph + np.arange(k)])
+        # (Small integer types keep the banks in cache: a turn reads one random row of each.)
+        self.order_bank = np.concatenate([np.argsort(ranks[:, :n_reph], 1), n_reph + np.argsort(ranks[:, n_reph:], 1)],
+                                         axis=1).astype(np.int8 if n < 128 else np.int16)
 
     def _build_excluding_options(self, vocab: P.Vocabulary, rng: np.random.Generator) -> None:
         """Style, subject and leap draws: ``k`` distinct values but one excluded value."""
@@ -154,7 +149,7 @@ class SyntheticCandidateGenerator:
             if b - a < k + 1:
                 raise ValueError(f"slot {P.SLOTS[s]} has {b - a} phrases; need at least {k + 1}")
             orders.append(a + np.argsort(rng.random((self._bank_rows, b - a)), 1)[:, : k + 1])
-        self.excl_bank = np.stack(orders, axis=1).astype(np.int32)  # (rows, 5, k + 1)
+        self.excl_bank: np.ndarray = np.stack(orders, axis=1).astype(_id_dtype(vocab))  # (rows, 5, k + 1)
 
     @staticmethod
     def ranking_scores(candidates: np.ndarray, request: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -175,24 +170,6 @@ class SyntheticCandidateGenerator:
         """
         return np.einsum("ncd,nd->nc", candidates, request + 0.1 * current)
 
-    def _rows(self, batch: int) -> np.ndarray:
-        if batch not in self._row_cache:
-            self._row_cache[batch] = np.arange(batch)[:, None]
-        return self._row_cache[batch]
-
-    def _allowed(self, cur: np.ndarray, add_values: np.ndarray) -> np.ndarray:
-        at = cur[:, self.opt_slot]
-        allowed = (self.is_reph_when_filled & (at >= 0)) | self.is_reph_always
-        allowed |= self.is_add & (at < 0) & (cur[:, self.opt_gate] >= 0)
-        full = (allowed & self.is_add).sum(axis=1) < self.per_category
-        if full.any():  # every detail slot is used: replace a detail phrase instead
-            v = np.zeros_like(at)
-            v[:, self.n_reph:] = add_values
-            differs = (v != cur[:, [P.DETAIL_A]]) & (v != cur[:, [P.DETAIL_B]])
-            repl = self.is_replaceable_detail & differs
-            allowed[full] = (allowed[full] & ~self.is_add) | repl[full]
-        return allowed
-
     def generate(self, current: Prompts, uniforms: np.ndarray) -> P.PhrasePrompts:
         """Propose the candidates of one turn (the world contract's call).
 
@@ -207,65 +184,40 @@ class SyntheticCandidateGenerator:
             TypeError: ``current`` is not the synthetic world's prompts.
         """
         phrases = _phrases(current)
-        ids, raw = self.expand(phrases.ids, phrases.raw, uniforms)
-        return P.PhrasePrompts(self.space, ids, raw, normalize(raw))
+        return P.PhrasePrompts(self.space, *self.expand(phrases.ids, uniforms))
 
     def keeps_request(self, current: Prompts, request: Prompts) -> np.ndarray:
         """``(B,)`` whether each prompt still has the request's base (its subject or free text)."""
         return _phrases(current).ids[..., P.BASE] == _phrases(request).ids[..., P.BASE]
 
-    def expand(self, cur: np.ndarray, cur_raw: np.ndarray, u: np.ndarray):
+    def expand(self, cur: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Propose the candidates of one turn, on phrase ids.
 
         Args:
             cur: ``(B, S)`` current prompts.
-            cur_raw: ``(B, d)`` their unnormalised embeddings.
             u: ``(B, uniforms_per_turn)`` uniforms in ``[0, 1)``.
 
         Returns:
-            ``(cands, raw)``: ``(B, C, S)`` candidate prompts and ``(B, C, d)``
-            their unnormalised embeddings, categories in blocks of ``k``.
+            ``(cands, emb)``: ``(B, C, S)`` candidate prompts and ``(B, C, d)``
+            their unit embeddings, categories in blocks of ``k``.
         """
-        B, k = cur.shape[0], self.per_category
-        row = (u[:, 0] * self._bank_rows).astype(np.intp)
-        # Rephrase and add detail: the first k allowed options of each block.
-        add_values = self.detail_bank[row]  # (B, 7 * (k + 2))
-        keys = self.key_bank[row]
-        keys += ~self._allowed(cur, add_values) * self.block_size
-        opts = np.argsort(keys, axis=1, kind="stable")[:, self.masked_pick]
-        # Style, subject, leap: first k values of each ordering, skipping the excluded one.
-        vals = self.excl_bank[row]  # (B, 5, k + 1)
-        skip = np.cumsum(vals == cur[:, self.excl_slot][..., None], axis=2)[..., :k] > 0
-        vals = np.where(skip, vals[..., 1:], vals[..., :k])
-        # Single-slot edits: rephrase, add detail, change style, change subject.
-        rows = self._rows(B)
-        C = self.num_candidates
-        slot = np.empty((B, 4 * k), np.intp)
-        slot[:, : 2 * k] = self.opt_slot[opts]
-        slot[:, 2 * k:] = self._style_base
-        old = cur[rows, slot]
-        new = np.empty((B, 4 * k), np.int32)
-        new[:, :k] = self.neighbours[old[:, :k], self.opt_rank[opts[:, :k]]]
-        new[:, k: 2 * k] = np.take_along_axis(add_values, opts[:, k:] - self.n_reph, axis=1)
-        new[:, 2 * k:] = vals[:, :2].reshape(B, 2 * k)
+        from simulators import kernels
+
+        B, C, d = cur.shape[0], self.num_candidates, self.space.dim
+        rows = (u[:, 0] * self._bank_rows).astype(np.intp)
         cands = np.empty((B, C, P.NUM_SLOTS), np.int32)
-        cands[:, : 4 * k] = cur[:, None, :]
-        cands[rows, self._cols, slot] = new
-        raw = np.empty((B, C, self.space.dim), np.float32)
-        weighted = self.space.weighted
-        np.subtract(weighted[slot, new], weighted[slot, old], out=raw[:, : 4 * k])
-        raw[:, : 4 * k] += cur_raw[:, None, :]
-        # Creative leap: a new subject, style and setting; nothing else.
-        leap = cands[:, 4 * k:]
-        leap.fill(P.EMPTY)
-        lv = vals[:, 2:]  # (B, 3, k): subject, style, setting
-        for j, s in enumerate(self.leap_slots):
-            leap[..., s] = lv[:, j]
-        lraw = raw[:, 4 * k:]
-        lraw[...] = 0.0
-        for j, s in enumerate(self.leap_slots):
-            lraw += weighted[s, lv[:, j]]
-        return cands, raw
+        emb = np.empty((B, C, d), np.float32)
+        kernels.expand_candidates(
+            np.ascontiguousarray(cur, np.int32), rows, self.per_category, self.n_reph, self.opt_slot,
+            self.opt_rank, self.opt_gate, self.opt_kind, self.replaceable, self.order_bank, self.detail_bank,
+            self.excl_bank, self.excl_slot, self.neighbours, self.space.weighted, P.STYLE, P.BASE, P.SETTING,
+            P.DETAIL_A, P.DETAIL_B, cands, emb)
+        return cands, emb
+
+
+def _id_dtype(vocab: P.Vocabulary) -> type:
+    """The smallest integer type that holds every vocabulary phrase id."""
+    return np.int16 if len(vocab) < 2 ** 15 else np.int32
 
 
 def _phrases(prompts: Prompts) -> P.PhrasePrompts:

@@ -11,8 +11,8 @@ embeddings in the prompt space, batch-first:
    Gaussian noise of norm about ``noise``, normalised again.
 
 Each image draws one uniform; it picks a row of a fixed bank of noise
-vectors and keep-draws that is part of the world, so a batch of images costs
-a handful of array operations.
+vectors and keep-draws that is part of the world. One compiled kernel
+(:func:`simulators.kernels.render_images`) renders a batch of any size.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import numpy as np
 
 from simulators.contract import Prompts
 from simulators.text import prompts as P
-from simulators.text.encoders import normalize
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,6 @@ class SyntheticImageModel:
         self.noise_bank = noise.astype(np.float32)
         self.keep_bank = rng.random((config.bank_size, P.NUM_SLOTS)).astype(np.float32)
         self.keep_bank[:, P.BASE] = 0.0  # the base is always rendered
-        self._slots = np.arange(P.NUM_SLOTS)
 
     def keep_probability(self, prompts: np.ndarray) -> np.ndarray:
         """``(...,)`` keep probability of each non-base phrase of each prompt."""
@@ -92,10 +90,12 @@ class SyntheticImageModel:
 
     def render_ids(self, prompts: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Render images of ``(B, L, S)`` phrase-id prompts from ``(B, L, M)`` uniforms."""
-        rows = (u * self.config.bank_size).astype(np.intp)
-        keep = self.keep_bank[rows] < self.keep_probability(prompts)[..., None, None]
-        parts = self.space.weighted[self._slots, prompts]  # (B, L, S, d)
-        clean = keep.astype(np.float32) @ parts  # (B, L, M, d)
-        normalize(clean, out=clean)
-        clean += self.noise_bank[rows]
-        return normalize(clean, out=clean)
+        from simulators import kernels
+
+        c = self.config
+        B, L, _ = prompts.shape
+        out = np.empty((B, L, u.shape[2], self.space.dim), np.float32)
+        kernels.render_images(np.ascontiguousarray(prompts, np.int32), np.ascontiguousarray(u, np.float32),
+                              self.keep_bank, self.noise_bank, self.space.weighted, float(c.drop_per_phrase),
+                              int(c.free_phrases), float(c.min_keep), P.FRAMING, out)
+        return out

@@ -204,8 +204,7 @@ class PromptSpace:
 
     def prompts(self, ids: np.ndarray) -> PhrasePrompts:
         """Structured prompts ``(..., S)`` as :class:`PhrasePrompts` (ids, embeddings, texts on demand)."""
-        raw = self.compose(ids).astype(np.float32)
-        return PhrasePrompts(self, np.asarray(ids, np.int32), raw, normalize(raw))
+        return PhrasePrompts(self, np.asarray(ids, np.int32), self.embed(ids).astype(np.float32))
 
     def texts_of(self, ids: np.ndarray):
         """Texts of many prompts ``(n, S)`` at once, as a pyarrow string array (needs pyarrow).
@@ -226,16 +225,13 @@ class PhrasePrompts(Prompts):
     Attributes:
         space: The prompt space the ids index.
         ids: ``(*batch, S)`` int32 phrase ids, ``-1`` for empty slots.
-        raw: ``(*batch, d)`` unnormalised composed embeddings (the generator
-            edits them phrase by phrase).
         embeddings: ``(*batch, d)`` unit embeddings.
     """
 
-    fields = ("ids", "raw", "embeddings")
-    deferred = ("raw",)  # only the generator reads it, for the prompt it expands
+    fields = ("ids", "embeddings")
 
-    def __init__(self, space: PromptSpace, ids: np.ndarray, raw: np.ndarray, embeddings: np.ndarray):
-        self.space, self.ids, self.raw, self.embeddings = space, ids, raw, embeddings
+    def __init__(self, space: PromptSpace, ids: np.ndarray, embeddings: np.ndarray):
+        self.space, self.ids, self.embeddings = space, ids, embeddings
 
     def texts(self) -> np.ndarray:
         flat = self.ids.reshape(-1, NUM_SLOTS)

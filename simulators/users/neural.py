@@ -126,14 +126,25 @@ class TrunkHeadsUserModel(UserModel):
         return s.reshape(*images.shape[:-1], -1)
 
     def type_scores(self, prompts, images, types):
-        agree, hid = self._hidden(prompts, images)
-        lead = (len(types), *([1] * (images.ndim - 3)))
-        # <I, a_k> + <p * I, c_k> = <I, a_k + p * c_k>: one vector per prompt.
-        v = self._a[types].reshape(*lead, -1) + prompts * self._c[types].reshape(*lead, -1)
-        s = np.einsum("...md,...d->...m", images, v)
-        s += np.einsum("...mh,...h->...m", hid, self._h[types].reshape(*lead, -1))
-        s += self.head_b[types].reshape(*lead, 1)
-        return s
+        """Scores ``(B, ..., M)`` for one type per batch row, by one compiled kernel.
+
+        Each row is computed alone in a fixed order, so a user's scores do
+        not depend on how many users are scored with it (single env ==
+        vector env, bit for bit).
+        """
+        from simulators import kernels
+
+        images = np.asarray(images, np.float32)
+        B, M, d = images.shape[0], images.shape[-2], images.shape[-1]
+        lead = images.shape[1:-2]
+        imgs = np.ascontiguousarray(images.reshape(B, -1, M, d))
+        reqs = np.asarray(prompts, np.float32)
+        if reqs.shape != (*images.shape[:-2], d):
+            reqs = np.broadcast_to(reqs, (*images.shape[:-2], d))
+        out = np.empty(imgs.shape[:3], np.float32)
+        kernels.trunk_heads_scores(reqs.reshape(B, -1, d), imgs, np.asarray(types, np.intp), self._w_img,
+                                   self._w_agree, self.trunk_b, self._a, self._c, self._h, self.head_b, out)
+        return out.reshape(B, *lead, M)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the checkpoint (``.npz`` arrays + JSON header) via a temp file and a rename."""

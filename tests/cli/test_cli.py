@@ -36,12 +36,78 @@ def test_demo_prints_every_turn(capsys):
     assert "hidden user type:" in text and "turn 5/5" in text and "return" in text
 
 
-def test_bench_writes_json(tmp_path, capsys):
+_FAKE_SARDINE = """
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class Sardine(gym.Env):
+    def __init__(self, num_items, slate_size, episode_length):
+        self.action_space = spaces.MultiDiscrete([num_items] * slate_size)
+        self.observation_space = spaces.Box(0, 1, (3,), np.float32)
+        self.H, self.calls = episode_length, 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.calls += 1
+        return np.zeros(3, np.float32), 0.0, self.t >= self.H, False, {}
+"""
+
+
+@pytest.fixture
+def fake_sardine(tmp_path):
+    """A stand-in SARDINE checkout (the real one is measured from a local clone, never fetched)."""
+    import sys
+
+    import gymnasium as gym
+
+    root = tmp_path / "sardine-checkout"
+    (root / "sardine").mkdir(parents=True)
+    (root / "sardine" / "simulator.py").write_text(_FAKE_SARDINE)
+    (root / "sardine" / "__init__.py").write_text(
+        "from gymnasium.envs.registration import register\n"
+        "register(id='sardine/SlateTopK-Bored-v0', entry_point='sardine.simulator:Sardine',\n"
+        "         kwargs={'num_items': 1000, 'slate_size': 10, 'episode_length': 100})\n")
+    yield root
+    gym.envs.registry.pop("sardine/SlateTopK-Bored-v0", None)
+    for name in [m for m in sys.modules if m == "sardine" or m.startswith("sardine.")]:
+        del sys.modules[name]
+    if str(root.resolve()) in sys.path:
+        sys.path.remove(str(root.resolve()))
+
+
+def test_bench_measures_the_single_env_beside_the_peer_and_the_vector_env_scaling(tmp_path, capsys, fake_sardine):
     out = tmp_path / "t.json"
-    assert main(["bench", "--steps", "300", "--json", str(out)]) == 0
+    assert main(["bench", "--seconds", "0.05", "--runs", "2", "--sardine", str(fake_sardine), "--no-startup",
+                 "--evaluate-episodes", "0", "--profile", "5", "--json", str(out)]) == 0
     payload = json.loads(out.read_text())
-    assert {r["num_envs"] for r in payload["rows"]} == {1, 64, 1024}
+    single = payload["single_env_runs"]
+    assert len(single["pasta"]) == len(single["sardine"]) == 2 and single["ratio_median"] > 0
+    settings = {(r["num_envs"], r["threads"]) for r in payload["rows"] if r["setting"] == "vector env"}
+    assert {(1, 1), (64, 1), (256, 1), (1024, 1), (4096, 1)} <= settings
+    assert all(r["steps_per_s"] > 0 for r in payload["rows"])
     assert payload["observation_bytes"]["total"] > 0
+    assert len(payload["profile"]["single_env"]) == 5 and payload["profile"]["single_env"][0]["own_s"] > 0
+    assert "SARDINE" in capsys.readouterr().out
+
+
+def test_bench_says_how_to_get_the_peer_when_the_checkout_is_missing(tmp_path, capsys):
+    assert main(["bench", "--sardine", str(tmp_path / "nowhere"), "--seconds", "0.05", "--runs", "1",
+                 "--no-startup", "--evaluate-episodes", "0", "--json", str(tmp_path / "t.json")]) == 2
+    assert "git clone https://github.com/naver/sardine" in capsys.readouterr().err
+
+
+def test_startup_is_timed_in_fresh_processes():
+    from benchmarks.throughput import startup
+
+    result = startup(runs=1, cold=False)["warm"]
+    assert 0 < result["import_s"] < result["process_wall_s"] and result["make_s"] > 0
 
 
 def test_user_model_pipeline(tmp_path, capsys):

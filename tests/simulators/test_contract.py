@@ -16,6 +16,7 @@ from simulators.contract import (
     seeds_from_uniforms,
 )
 from simulators.errors import ShapeError
+from simulators.text import prompts as P
 
 
 def _prompts(n: int = 3, d: int = 4) -> TextPrompts:
@@ -63,13 +64,12 @@ def test_the_synthetic_parts_fill_the_protocols_and_their_outputs_have_the_decla
     np.testing.assert_allclose(np.linalg.norm(images, axis=-1), 1.0, atol=1e-5)
     # Texts come out on demand and match the ids' rendering.
     assert cands[0, 0].text() == world.candidates.space.text(cands.ids[0, 0])
-    # The unnormalised embeddings are gathered only when read, and then equal the parent's rows.
+    # Indexing takes the same rows of every field (the ids beside the embeddings).
     rows, cols = np.array([[0], [2]]), np.array([[3, 1], [0, 24]])
     sub = cands[rows, cols]
-    assert "raw" not in vars(sub)
-    np.testing.assert_array_equal(sub.raw, cands.raw[rows, cols])
-    np.testing.assert_array_equal(sub[1, 0].raw, cands.raw[2, 0])
-    assert sub.reshape(4).raw.shape == (4, world.dim)
+    np.testing.assert_array_equal(sub.ids, cands.ids[rows, cols])
+    np.testing.assert_array_equal(sub[1, 0].embeddings, cands.embeddings[2, 0])
+    assert sub.reshape(4).ids.shape == (4, P.NUM_SLOTS)
 
 
 def test_shape_checks_say_what_was_expected():

@@ -73,7 +73,9 @@ def test_bad_checkpoints_are_named(tmp_path):
 def test_em_recovers_planted_types_with_their_intent_term(planted):
     """The planted users score images against their request, s(k, p0, I); EM finds the types."""
     train, test = read_dataset(planted / "train"), read_dataset(planted / "test")
-    model, history = train_user_model(train, EMConfig(num_types=4, epochs=20, users_per_batch=8, num_inits=2,
+    # Four short initialisations, the best kept: with two, whether the run lands within 0.1 of the truth's
+    # log-likelihood hung on the last digits of the data (seed 0 came within 0.002 of the bound).
+    model, history = train_user_model(train, EMConfig(num_types=4, epochs=20, users_per_batch=8, num_inits=4,
                                                       init_epochs=2), progress=False)
     lls = [h["log_likelihood_per_record"] for h in history if "epoch" in h]
     assert lls[-1] > lls[0]

@@ -85,8 +85,7 @@ def test_images_faithful_to_the_request_score_higher_than_images_that_drop_it(mo
     requests = world.initial_prompts.ids
     n = len(requests)
     p0 = world.candidates.space.embed(requests)
-    space = world.candidates.space
-    cands, _ = world.candidates.expand(requests, space.compose(requests), rng.random((n, 1), np.float32))
+    cands, _ = world.candidates.expand(requests, rng.random((n, 1), np.float32))
     k = world.candidates.per_category
     subject = world.candidates.categories.index("change subject")
     style = world.candidates.categories.index("change style")

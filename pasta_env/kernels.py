@@ -1,0 +1,104 @@
+"""The core's compiled kernel (numba): the user's choice and the turn's record, for a batch of any size.
+
+Like the world parts' kernels (:mod:`simulators.kernels`) it computes each
+row from that row alone in a fixed order, releases the interpreter lock and
+is compiled once and cached on disk; this module imports numba and is
+imported on the first step.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def record_turn(t, probs, util, u_choice, slate_emb, images, expected, choice, reward, hist_prompts,
+                hist_images, hist_choices, hist_mask, hist_slate_prompts, hist_slate_images,
+                current):  # pragma: no cover - compiled
+    """Draw each user's column and write turn ``t`` into the history.
+
+    Args:
+        t: The turn.
+        probs, util: ``(B, L)`` choice probabilities and column utilities.
+        u_choice: ``(B,)`` the choice's uniforms: the chosen column is the
+            number of cumulative probabilities below it (at most ``L - 1``).
+        slate_emb: ``(B, L, d)`` shown prompts.
+        images: ``(B, L, M, d)`` their images.
+        expected: Reward the expected utility instead of the chosen one.
+        choice, reward: ``(B,)`` outputs.
+        hist_*: The history arrays; row ``t`` is written.
+        current: ``(B, d)`` the chosen prompt's embedding (the new current prompt).
+    """
+    B, L, M, d = images.shape
+    scale = np.float32(1.0 / M)
+    for b in range(B):
+        acc = np.float32(0.0)
+        c = 0
+        for j in range(L):
+            acc += probs[b, j]
+            if acc < u_choice[b]:
+                c += 1
+        c = min(c, L - 1)
+        choice[b] = c
+        if expected:
+            r = np.float32(0.0)
+            for j in range(L):
+                r += probs[b, j] * util[b, j]
+            reward[b] = r
+        else:
+            reward[b] = util[b, c]
+        for j in range(L):
+            means = hist_slate_images[b, t, j]
+            img = images[b, j]
+            for i in range(d):
+                means[i] = img[0, i]
+            for m in range(1, M):
+                for i in range(d):
+                    means[i] += img[m, i]
+            for i in range(d):
+                means[i] *= scale
+            hist_slate_prompts[b, t, j, :] = slate_emb[b, j]
+        hist_prompts[b, t, :] = slate_emb[b, c]
+        hist_images[b, t, :] = hist_slate_images[b, t, c]
+        hist_choices[b, t] = c
+        hist_mask[b, t] = 1
+        current[b, :] = slate_emb[b, c]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def distinct_slates(slates, num_candidates, out):  # pragma: no cover - compiled
+    """Copy ``slates`` ``(N, L)`` into ``out`` with repeated indices filled (see spaces.distinct_slates).
+
+    Returns:
+        The number of slates that had a repeat.
+    """
+    N, L = slates.shape
+    used = np.zeros(num_candidates, np.bool_)
+    changed = 0
+    for r in range(N):
+        row = slates[r]
+        repeat = False
+        for j in range(1, L):
+            for i in range(j):
+                if row[i] == row[j]:
+                    repeat = True
+        out[r, :] = row
+        if not repeat:
+            continue
+        changed += 1
+        used[:] = False
+        for j in range(L):
+            used[row[j]] = True
+        free = 0
+        for j in range(1, L):
+            earlier = False
+            for i in range(j):
+                if row[i] == row[j]:
+                    earlier = True
+            if earlier:
+                while used[free]:
+                    free += 1
+                out[r, j] = free
+                free += 1
+    return changed
