@@ -111,3 +111,30 @@ def test_threaded_shards_give_the_same_trajectories():
                 np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     with pytest.raises(ValueError, match="num_threads must be an integer in 1..num_envs"):
         make_vec(2, num_threads=5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_batches_equal_single_envs_across_episodes(threads):
+    """Batches beyond the small-batch size copy only played history rows (the rest is stale in their state):
+    two whole episodes, autoreset between, still equal single envs seeded alike, zeros and all."""
+    n, seed, users = 40, 7, (0, 17, 39)
+    rng = np.random.default_rng(5)
+    actions = rng.integers(0, 25, (11, n, 4))
+    vec = make_vec(n, num_threads=threads)
+    vobs, _ = vec.reset(seed=seed)
+    singles = {i: gym.make(ENV_ID) for i in users}
+    sobs = {i: e.reset(seed=seed + i)[0] for i, e in singles.items()}
+    for t in range(11):
+        for i in users:
+            for k in vobs:
+                np.testing.assert_array_equal(vobs[k][i], sobs[i][k], err_msg=f"step {t}, user {i}, {k}")
+        vobs, vrew, vterm, _, _ = vec.step(actions[t])
+        for i, e in singles.items():
+            if t == 5:  # the vector env's autoreset step: the single env starts its next episode
+                sobs[i] = e.reset()[0]
+                assert vrew[i] == 0
+            else:
+                sobs[i], rew, term, _, _ = e.step(actions[t, i])
+                assert vrew[i] == rew and vterm[i] == term
+    assert (vobs["turn"] == 5).all() and not (vobs["history_slate_images"] == 0).all()
+    vec.close()
