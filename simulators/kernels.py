@@ -201,12 +201,16 @@ def render_images(prompts, u, keep_bank, noise_bank, weighted, drop_per_phrase, 
     Each image keeps every phrase of its prompt with the prompt's keep
     probability (the base always), sums the kept phrases' weighted
     embeddings, normalises, adds a row of the noise bank and normalises again.
+    Images of a prompt that keep the same phrases share the normalised sum
+    (computed once: the same numbers, less work; short prompts keep all).
     """
     B, L, S = prompts.shape
     M = u.shape[2]
     d = out.shape[3]
     bank = keep_bank.shape[0]
-    clean = np.empty(d, np.float32)
+    clean = np.empty((M, d), np.float32)
+    masks = np.empty(M, np.int64)
+    noisy = np.empty(d, np.float32)
     for b in range(B):
         for li in range(L):
             p = prompts[b, li]
@@ -217,17 +221,31 @@ def render_images(prompts, u, keep_bank, noise_bank, weighted, drop_per_phrase, 
             q = min(max(1.0 - drop_per_phrase * (n - free_phrases), min_keep), 1.0)
             for m in range(M):
                 r = int(u[b, li, m] * bank)
-                clean[:] = 0.0
+                mask = 0
                 for s in range(S):
                     if p[s] >= 0 and keep_bank[r, s] < q:
-                        row = weighted[s, p[s]]
-                        for i in range(d):
-                            clean[i] += row[i]
-                unit_row(clean, clean)
+                        mask |= 1 << s
+                masks[m] = mask
+                c = clean[m]
+                same = -1
+                for e in range(m):
+                    if masks[e] == mask:
+                        same = e
+                        break
+                if same >= 0:
+                    c[:] = clean[same]
+                else:
+                    c[:] = 0.0
+                    for s in range(S):
+                        if mask & (1 << s):
+                            row = weighted[s, p[s]]
+                            for i in range(d):
+                                c[i] += row[i]
+                    unit_row(c, c)
                 noise = noise_bank[r]
                 for i in range(d):
-                    clean[i] += noise[i]
-                unit_row(clean, out[b, li, m])
+                    noisy[i] = c[i] + noise[i]
+                unit_row(noisy, out[b, li, m])
 
 
 @_jit
