@@ -116,7 +116,6 @@ class BatchCore:
         # The request of each column, a read-only view: initial_emb is only ever written in place.
         self.requests = np.broadcast_to(self.initial_emb[:, None, :], (B, L, d))
         self.turn = 0
-        self._rows = np.arange(B)[:, None]
         self._expected = config.reward == "expected"
         # Each turn's uniforms, as views of u (written in place at every reset).
         lay = self.layout
@@ -195,10 +194,9 @@ class BatchCore:
         from pasta_env.kernels import record_turn
 
         world, t = self.world, self.turn
-        rows = self._rows
         slate = distinct_slates(slate, self.config.num_candidates)
         self.slate[:] = slate
-        self.slate_prompts = self.cands[rows, slate]
+        self.slate_prompts = self.cands.take_columns(slate)
         self.images = world.images.render(self.slate_prompts, self._u_images[t])
         self.pixels = world.images.last_pixels
         users = world.user_model
@@ -210,7 +208,7 @@ class BatchCore:
         record_turn(t, self.choice_probs, self.utilities, self._u_choice[t], self.slate_prompts.embeddings,
                     self.images, self._expected, self.choice, self.reward, self.hist_prompts, self.hist_images,
                     self.hist_choices, self.hist_mask, self.hist_slate_prompts, self.hist_slate_images, self.cur_emb)
-        self.cur = self.cands[rows[:, 0], slate[rows[:, 0], self.choice]]
+        self.cur = self.cands.take_columns(np.take_along_axis(slate, self.choice[:, None], axis=1)[:, 0])
         self.turn = t + 1
         self._turn.fill(t + 1)
         self._propose()  # the final observation shows the chosen prompt's expansions too

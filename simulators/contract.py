@@ -99,6 +99,19 @@ class Prompts:
         """Numpy indexing over the batch axes, applied to every field."""
         return self._with({f: _take(self.__dict__[f], index) for f in self.fields})
 
+    def take_columns(self, cols: np.ndarray) -> Prompts:
+        """Per row of a ``(B, C)`` batch, the prompts in columns ``cols``: ``(B, k)`` for ``(B, k)`` indices,
+        ``(B,)`` for ``(B,)`` ones; the same as ``self[rows, cols]``, by one flat gather per field.
+        """
+        B, C = self.shape
+        cols = np.asarray(cols)
+        flat = (np.arange(B).reshape(B, *([1] * (cols.ndim - 1))) * C + cols).ravel()
+        arrays = {}
+        for f in self.fields:
+            a = self.__dict__[f]
+            arrays[f] = a.reshape(B * C, *a.shape[2:]).take(flat, axis=0).reshape(*cols.shape, *a.shape[2:])
+        return self._with(arrays)
+
     def reshape(self, *shape: int) -> Prompts:
         """The same prompts with another batch shape."""
         return self._with({f: (a := self._field(f)).reshape(*shape, *a.shape[len(self.shape):])
