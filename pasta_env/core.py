@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pasta_env.config import EnvConfig
+from pasta_env.jit import kernels
 from pasta_env.spaces import distinct_slates
 from pasta_env.worlds import World
 from simulators.contract import Prompts
@@ -117,6 +118,7 @@ class BatchCore:
         self.requests = np.broadcast_to(self.initial_emb[:, None, :], (B, L, d))
         self.turn = 0
         self._expected = config.reward == "expected"
+        self._users = np.arange(B)
         # Each turn's uniforms, as views of u (written in place at every reset).
         lay = self.layout
         self._u_cands = [self.u[:, lay.candidates(t)] for t in range(H + 1)]
@@ -191,8 +193,6 @@ class BatchCore:
         Returns:
             ``(B,)`` rewards.
         """
-        from pasta_env.kernels import record_turn
-
         world, t = self.world, self.turn
         slate = distinct_slates(slate, self.config.num_candidates)
         self.slate[:] = slate
@@ -205,10 +205,10 @@ class BatchCore:
         probs = users.choice_probs(util)
         self.utilities[:] = util
         self.choice_probs[:] = probs
-        record_turn(t, self.choice_probs, self.utilities, self._u_choice[t], self.slate_prompts.embeddings,
+        kernels().record_turn(t, self.choice_probs, self.utilities, self._u_choice[t], self.slate_prompts.embeddings,
                     self.images, self._expected, self.choice, self.reward, self.hist_prompts, self.hist_images,
                     self.hist_choices, self.hist_mask, self.hist_slate_prompts, self.hist_slate_images, self.cur_emb)
-        self.cur = self.cands.take_columns(np.take_along_axis(slate, self.choice[:, None], axis=1)[:, 0])
+        self.cur = self.cands.take_columns(slate[self._users, self.choice])
         self.turn = t + 1
         self._turn.fill(t + 1)
         self._propose()  # the final observation shows the chosen prompt's expansions too

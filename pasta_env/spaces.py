@@ -8,6 +8,7 @@ import numpy as np
 from gymnasium import spaces
 
 from pasta_env.config import EnvConfig
+from pasta_env.jit import kernels
 
 
 def observation_space(config: EnvConfig, dim: int, num_categories: int) -> spaces.Dict:
@@ -87,10 +88,8 @@ def distinct_slates(slates: np.ndarray, num_candidates: int) -> np.ndarray:
     Returns:
         ``(N, L)`` slates whose entries are distinct within each row.
     """
-    from pasta_env import kernels
-
     out = np.empty(slates.shape, np.int64)
-    if kernels.distinct_slates(np.asarray(slates, np.int64), int(num_candidates), out) == 0:
+    if kernels().distinct_slates(np.asarray(slates, np.int64), int(num_candidates), out) == 0:
         return slates
     return out
 

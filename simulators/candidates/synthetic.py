@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulators.contract import Prompts
+from simulators.jit import kernels
 from simulators.text import prompts as P
 
 CATEGORIES: tuple[str, ...] = ("rephrase", "add detail", "change style", "change subject", "creative leap")
@@ -201,13 +202,11 @@ class SyntheticCandidateGenerator:
             ``(cands, emb)``: ``(B, C, S)`` candidate prompts and ``(B, C, d)``
             their unit embeddings, categories in blocks of ``k``.
         """
-        from simulators import kernels
-
         B, C, d = cur.shape[0], self.num_candidates, self.space.dim
         rows = (u[:, 0] * self._bank_rows).astype(np.intp)
         cands = np.empty((B, C, P.NUM_SLOTS), np.int32)
         emb = np.empty((B, C, d), np.float32)
-        kernels.expand_candidates(
+        kernels().expand_candidates(
             np.ascontiguousarray(cur, np.int32), rows, self.per_category, self.n_reph, self.opt_slot,
             self.opt_rank, self.opt_gate, self.opt_kind, self.replaceable, self.order_bank, self.detail_bank,
             self.excl_bank, self.excl_slot, self.neighbours, self.space.weighted, P.STYLE, P.BASE, P.SETTING,

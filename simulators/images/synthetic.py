@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulators.contract import Prompts
+from simulators.jit import kernels
 from simulators.text import prompts as P
 
 
@@ -90,12 +91,10 @@ class SyntheticImageModel:
 
     def render_ids(self, prompts: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Render images of ``(B, L, S)`` phrase-id prompts from ``(B, L, M)`` uniforms."""
-        from simulators import kernels
-
         c = self.config
         B, L, _ = prompts.shape
         out = np.empty((B, L, u.shape[2], self.space.dim), np.float32)
-        kernels.render_images(np.ascontiguousarray(prompts, np.int32), np.ascontiguousarray(u, np.float32),
+        kernels().render_images(np.ascontiguousarray(prompts, np.int32), np.ascontiguousarray(u, np.float32),
                               self.keep_bank, self.noise_bank, self.space.weighted, float(c.drop_per_phrase),
                               int(c.free_phrases), float(c.min_keep), P.FRAMING, out)
         return out

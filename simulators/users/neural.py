@@ -25,6 +25,7 @@ import numpy as np
 from simulators.atomic import atomic_path
 from simulators.errors import AssetError, ShapeError
 from simulators.files import read_npz
+from simulators.jit import kernels
 from simulators.users.user_model import UserModel
 
 FORMAT = "pasta-user-model"
@@ -132,8 +133,6 @@ class TrunkHeadsUserModel(UserModel):
         not depend on how many users are scored with it (single env ==
         vector env, bit for bit).
         """
-        from simulators import kernels
-
         images = np.asarray(images, np.float32)
         B, M, d = images.shape[0], images.shape[-2], images.shape[-1]
         lead = images.shape[1:-2]
@@ -142,7 +141,7 @@ class TrunkHeadsUserModel(UserModel):
         if reqs.shape != (*images.shape[:-2], d):
             reqs = np.broadcast_to(reqs, (*images.shape[:-2], d))
         out = np.empty(imgs.shape[:3], np.float32)
-        kernels.trunk_heads_scores(reqs.reshape(B, -1, d), imgs, np.asarray(types, np.intp), self._w_img,
+        kernels().trunk_heads_scores(reqs.reshape(B, -1, d), imgs, np.asarray(types, np.intp), self._w_img,
                                    self._w_agree, self.trunk_b, self._a, self._c, self._h, self.head_b, out)
         return out.reshape(B, *lead, M)
 

@@ -73,7 +73,9 @@ def test_the_synthetic_parts_fill_the_protocols_and_their_outputs_have_the_decla
     # A per-row column gather (what the core does with slates) equals fancy indexing, field by field.
     cols = np.array([[3, 1, 0, 24], [2, 2, 7, 0], [5, 4, 3, 2]])
     for picked, want in ((cands.take_columns(cols), cands[np.arange(3)[:, None], cols]),
-                         (cands.take_columns(cols[:, 1]), cands[np.arange(3), cols[:, 1]])):
+                         (cands.take_columns(cols[:, 1]), cands[np.arange(3), cols[:, 1]]),
+                         (cands[:1].take_columns(cols[:1]), cands[:1][np.zeros((1, 1), int), cols[:1]]),
+                         (cands[:1].take_columns(cols[:1, 0]), cands[:1][np.zeros(1, int), cols[:1, 0]])):
         assert picked.shape == want.shape
         np.testing.assert_array_equal(picked.ids, want.ids)
         np.testing.assert_array_equal(picked.embeddings, want.embeddings)
