@@ -213,14 +213,18 @@ def observation_bytes() -> dict:
 
 
 def peak_rss_mb(num_envs: int = 1024, steps: int = 60) -> float:
-    """Peak resident memory (MiB) of a fresh process running ``num_envs`` envs."""
+    """Peak resident memory (MiB) of a fresh process running ``num_envs`` envs.
+
+    Read from the child's ``VmHWM`` (its own address space): ``ru_maxrss``
+    would also count the parent's memory at the fork.
+    """
     code = (
-        "import resource, numpy as np, gymnasium as gym, pasta_env\n"
+        "import numpy as np, gymnasium as gym, pasta_env\n"
         f"e = gym.make_vec('PastaT2I-v0', num_envs={num_envs}, vectorization_mode='vector_entry_point')\n"
         "e.reset(seed=0)\n"
         f"a = np.zeros(({num_envs}, 4), np.int64)\n"
         f"for _ in range({steps}): e.step(a)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     kb = int(out.stdout.strip().splitlines()[-1])

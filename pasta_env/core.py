@@ -58,11 +58,6 @@ class UniformLayout:
         return self.steps_start + self.horizon * (self.images_per_step + 1)
 
 
-#: Up to this many users an observation copies the whole state block at once; larger batches copy
-#: the history only as far as it was played (memory traffic, not call count, is their cost).
-_SMALL_BATCH = 16
-
-
 class BatchCore:
     """State and dynamics of ``B`` episodes that advance in lockstep.
 
@@ -110,8 +105,6 @@ class BatchCore:
         self.hist_mask = state["history_mask"]
         self.hist_slate_prompts = state["history_slate_prompts"]
         self.hist_slate_images = state["history_slate_images"]
-        # History rows of turns not yet played: zero in small batches (their observation copies the whole
-        # block); left stale in large ones, whose observations copy only the played rows and write zeros.
         lo, hi = self._plan.span("history_prompts", "history_slate_images")
         self._history = self._state_block[lo:hi]
         # The request of each column, a read-only view: initial_emb is only ever written in place.
@@ -173,8 +166,7 @@ class BatchCore:
         self.request = self.cur = world.initial_prompts[self.prompt_index]
         self.initial_emb[:] = self.request.embeddings
         self.cur_emb[:] = self.initial_emb
-        if self.B <= _SMALL_BATCH:  # the whole state block is copied into observations: unplayed rows must be 0
-            self._history.fill(0)
+        self._history.fill(0)  # history rows of turns not yet played are zero
         self.turn = 0
         self._turn.fill(0)
         self._propose()
@@ -226,19 +218,12 @@ class BatchCore:
                 larger batch) to fill instead of allocating new ones.
             squeeze: Drop the batch axis (a batch of one: the single env).
         """
-        if out is None and self.B <= _SMALL_BATCH:  # one copy of the state block, then the candidates
+        if out is None:  # one copy of the state block, then the candidates
             block, out = self._plan.new(squeeze)
             block[self._plan.tail_start:] = self._state_block
         else:
-            if out is None:
-                _, out = self._plan.new(squeeze)
-            t = self.turn  # history rows of turns not played are zero: written, not copied
             for key, value in self._state.items():
-                if key.startswith("history_"):
-                    out[key][:, :t] = value[:, :t]
-                    out[key][:, t:] = 0
-                else:
-                    out[key][...] = value
+                out[key][...] = value
         out["candidates"][...] = self.cands.embeddings.reshape(out["candidates"].shape)
         return out
 

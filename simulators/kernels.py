@@ -23,9 +23,11 @@ import numba
 import numpy as np
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+#: Small helpers are inlined into the kernels that call them (numba's IR-level inlining).
+_helper = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
 
 
-@_jit
+@_helper
 def unit_row(x, out):  # pragma: no cover - compiled
     """Write the 1-D vector ``x`` scaled to unit length into ``out`` (may be ``x``; a zero vector stays zero).
 
@@ -52,7 +54,7 @@ def unit_row(x, out):  # pragma: no cover - compiled
         out[i] = x[i] * scale
 
 
-@_jit
+@_helper
 def same(x, y):  # pragma: no cover - compiled
     """Whether two 1-D vectors are equal element by element (no allocation)."""
     for i in range(x.shape[0]):
@@ -61,7 +63,7 @@ def same(x, y):  # pragma: no cover - compiled
     return True
 
 
-@_jit
+@_helper
 def dot(x, y):  # pragma: no cover - compiled
     """``<x, y>`` of two 1-D float32 vectors, in float32 over four interleaved partial sums."""
     d = x.shape[0]
@@ -79,7 +81,7 @@ def dot(x, y):  # pragma: no cover - compiled
     return (s0 + s1) + (s2 + s3)
 
 
-@_jit
+@_helper
 def compose(prompt, weighted, out):  # pragma: no cover - compiled
     """``out`` = the unnormalised embedding of one ``(S,)`` prompt: its phrases' weighted rows summed by slot."""
     out[:] = 0.0

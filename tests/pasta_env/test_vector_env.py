@@ -115,8 +115,8 @@ def test_threaded_shards_give_the_same_trajectories():
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_large_batches_equal_single_envs_across_episodes(threads):
-    """Batches beyond the small-batch size copy only played history rows (the rest is stale in their state):
-    two whole episodes, autoreset between, still equal single envs seeded alike, zeros and all."""
+    """A large batch, on one thread or sharded: two whole episodes, autoreset between, equal single envs
+    seeded alike, the history's zeros of unplayed turns included."""
     n, seed, users = 40, 7, (0, 17, 39)
     rng = np.random.default_rng(5)
     actions = rng.integers(0, 25, (11, n, 4))
