@@ -55,10 +55,12 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
 
     Memory: building the env costs about 1 KB per user (the batched
     observation space shares its constant bounds instead of copying them;
-    100,000 users build in about 150 MB). Running costs about 75 KB per user
-    at the peak of a step (simulation state ~30 KB, the returned observation
-    ~20 KB, the step's temporaries), so 100,000 users need about 7.5 GB:
-    split larger populations into several envs.
+    100,000 users build in under 200 MB). Running costs about 45 KB per user
+    at the peak of a step (simulation state ~15 KB, the returned observation
+    ~20 KB, the step's candidates and images), plus about 100 MB per process
+    for the compiled kernels' runtime (numba, loaded by the first reset), so
+    100,000 users need about 4.6 GB: split larger populations into several
+    envs.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "autoreset_mode": _NEXT_STEP}
