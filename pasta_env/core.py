@@ -256,11 +256,14 @@ class ShardedCore:
     """``B`` users split into contiguous shards, each a :class:`BatchCore`, stepped on threads.
 
     Every user's computation depends only on its own row, so sharding changes
-    nothing in the trajectories; numpy releases the interpreter lock in its
-    array kernels, so shards run in parallel on several cores. Reading an
-    array attribute (``types``, ``cands``, ``choice``...) returns the shards'
-    rows joined in order; each read makes a new joined array, so read once and
-    keep the result.
+    nothing in the trajectories; the compiled kernels and numpy's array
+    kernels release the interpreter lock, so shards run in parallel on
+    several cores. It advances by :meth:`reset_observe` and
+    :meth:`step_observe`: each shard resets or steps and writes its rows of
+    the observation in one task on its thread. Reading an array attribute
+    (``types``, ``cands``, ``choice``...) returns the shards' rows joined in
+    order; each read makes a new joined array, so read once and keep the
+    result.
 
     Args:
         world: The simulators.
@@ -315,11 +318,6 @@ class ShardedCore:
         """The value of attribute ``name`` per shard, unjoined (cheap; join only what you read)."""
         return [getattr(s, name) for s in self.shards]
 
-    def _map(self, fn, *arrays):
-        futures = [self._pool.submit(fn, shard, *[x[a:b] for x in arrays])
-                   for shard, (a, b) in zip(self.shards, self.bounds)]
-        return [f.result() for f in futures]
-
     def locate(self, row: int) -> tuple[BatchCore, int]:
         """The shard holding user ``row`` and the user's row in it."""
         for shard, (a, b) in zip(self.shards, self.bounds):
@@ -330,28 +328,11 @@ class ShardedCore:
     def draw_uniforms(self, rngs) -> np.ndarray:
         return self.shards[0].draw_uniforms(rngs)
 
-    def reset(self, uniforms: np.ndarray, types: np.ndarray | None = None) -> None:
-        if types is None:
-            self._map(BatchCore.reset, uniforms)
-        else:
-            self._map(BatchCore.reset, uniforms, types)
-
-    def step(self, slate: np.ndarray) -> np.ndarray:
-        return np.concatenate(self._map(BatchCore.step, slate))
-
     def _new_observation(self) -> dict[str, np.ndarray]:
         if self._buffers is None:
             layout = self.shards[0].observation_layout()
             self._buffers = ObservationBuffers({k: ((self.B, *s[1:]), dt) for k, (s, dt) in layout.items()})
         return self._buffers.new()[1]
-
-    def observation(self) -> dict[str, np.ndarray]:
-        out = self._new_observation()
-        futures = [self._pool.submit(shard.observation, {k: v[a:b] for k, v in out.items()})
-                   for shard, (a, b) in zip(self.shards, self.bounds)]
-        for f in futures:
-            f.result()
-        return out
 
     def step_observe(self, slate: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Each shard steps and writes its rows of the observation in one task on its thread."""
