@@ -197,9 +197,10 @@ class BatchCore:
         probs = users.choice_probs(util)
         self.utilities[:] = util
         self.choice_probs[:] = probs
-        kernels().record_turn(t, self.choice_probs, self.utilities, self._u_choice[t], self.slate_prompts.embeddings,
-                    self.images, self._expected, self.choice, self.reward, self.hist_prompts, self.hist_images,
-                    self.hist_choices, self.hist_mask, self.hist_slate_prompts, self.hist_slate_images, self.cur_emb)
+        kernels().record_turn(
+            t, self.choice_probs, self.utilities, self._u_choice[t], self.slate_prompts.embeddings, self.images,
+            self._expected, self.choice, self.reward, self.hist_prompts, self.hist_images, self.hist_choices,
+            self.hist_mask, self.hist_slate_prompts, self.hist_slate_images, self.cur_emb)
         self.cur = self.cands.take_columns(slate[self._users, self.choice])
         self.turn = t + 1
         self._turn.fill(t + 1)
