@@ -20,6 +20,11 @@ from pasta_env.worlds import World
 from simulators.contract import Prompts
 from simulators.users.user_model import aggregate
 
+#: Version of a step's arithmetic (not of its rules): raised when the same seeds and slates give other
+#: floats. 1: numpy array code; 2: the compiled kernels (candidates identical, embeddings and utilities
+#: moved in their last bits). Datasets record it; a replay needs the version they were made with.
+DYNAMICS_VERSION = 2
+
 
 @dataclass(frozen=True)
 class UniformLayout:

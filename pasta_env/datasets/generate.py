@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pasta_env.config import EnvConfig
+from pasta_env.core import DYNAMICS_VERSION
 from pasta_env.datasets.identity import world_identity
 from pasta_env.datasets.layout import ARRAYS, PRECISIONS, Layout
 from pasta_env.datasets.manifest import MANIFEST, PARTIAL, TURNS_FILE, read_manifest, returns_summary
@@ -305,7 +306,8 @@ class _Run:
             "arrays": {k: {"shape": list(shapes[k][0]), "dtype": shapes[k][1].name, "sha256": checksums[k]}
                        for k in ARRAYS},
             "files": files, "returns": returns_summary(rewards),
-            "code_version": code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "code_version": code_version(), "dynamics_version": DYNAMICS_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         # Into place: the data, the export, then the manifest (last: it marks the dataset complete).
         for rel in (DATA_DIR, TURNS_FILE):

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pasta_env.core import DYNAMICS_VERSION
 from pasta_env.datasets.identity import identity_differences, world_identity
 from pasta_env.datasets.layout import ARRAYS, Layout
 from pasta_env.datasets.manifest import MANIFEST, PARTIAL, TURNS_FILE, read_manifest
@@ -90,7 +91,12 @@ def verify(folder: str | Path, replay: int = 32, seed: int = 0) -> VerifyReport:
     _check_minari(report, folder, manifest, layout, arrays)
     _check_turns(report, folder, arrays, layout)
     world = _check_world(report, manifest)
-    if world is not None and replay > 0:
+    made = manifest.get("dynamics_version", 1)  # datasets from before the version was recorded: 1
+    if world is not None and replay > 0 and made != DYNAMICS_VERSION:
+        report.add("replay", [], f"not replayed: made with dynamics version {made}, and this pasta-t2i steps "
+                                 f"with version {DYNAMICS_VERSION} (the same rules, other last bits); "
+                                 "regenerate the dataset to replay it")
+    elif world is not None and replay > 0:
         _replay(report, manifest, layout, arrays, world, replay, seed)
     return report
 

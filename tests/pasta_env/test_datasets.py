@@ -291,6 +291,23 @@ def test_verify_replays_what_checksums_cannot_see(copy):
     assert "replay: episode 9: replayed rewards differ at turn 2" in report.problems
 
 
+def test_verify_does_not_replay_a_dataset_made_with_other_dynamics(copy):
+    """A dataset from before the compiled kernels (no recorded version) is sound but cannot be replayed bit for
+    bit: verify says so, and why, instead of listing every episode as a mismatch."""
+    import json
+
+    from pasta_env.core import DYNAMICS_VERSION
+
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["dynamics_version"] == DYNAMICS_VERSION
+    del manifest["dynamics_version"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    report = verify(copy, replay=8)
+    assert report.ok, report.text()
+    (check,) = [c for c in report.checks if c["name"] == "replay"]
+    assert "not replayed: made with dynamics version 1" in check["detail"] and "regenerate" in check["detail"]
+
+
 def test_flat_layout_places_every_key(small):
     layout = load(small).layout
     slots = flat_observation_layout(layout)
