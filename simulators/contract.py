@@ -105,8 +105,10 @@ class Prompts:
         """
         B, C = self.shape
         cols = np.asarray(cols)
-        if B == 1:  # one row (the single env): a plain take, without the flat indices
-            return self._with({f: self.__dict__[f][0].take(cols[0], axis=0)[None] for f in self.fields})
+        if B == 1:  # one row (the single env): a plain take of the row's columns, without the flat indices
+            idx = cols.reshape(-1)  # an array index: object fields (texts) stay arrays
+            return self._with({f: (a := self.__dict__[f])[0].take(idx, axis=0).reshape(*cols.shape, *a.shape[2:])
+                               for f in self.fields})
         flat = (np.arange(B).reshape(B, *([1] * (cols.ndim - 1))) * C + cols).ravel()
         arrays = {}
         for f in self.fields:

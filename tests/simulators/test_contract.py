@@ -43,6 +43,18 @@ def test_text_prompts_index_join_stack_and_broadcast_texts_with_embeddings():
         p.text()
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_text_prompts_take_columns_keeps_texts_as_arrays(batch):
+    texts = np.array([[f"prompt {b}-{c}" for c in range(5)] for b in range(batch)], dtype=object)
+    p = TextPrompts(texts, np.arange(batch * 5 * 2, dtype=np.float32).reshape(batch, 5, 2))
+    for cols in (np.full((batch, 2), 3), np.full(batch, 4)):
+        got = p.take_columns(cols)
+        assert got.shape == cols.shape and isinstance(got.texts(), np.ndarray)
+        np.testing.assert_array_equal(got.texts(), texts[np.arange(batch).reshape(-1, *[1] * (cols.ndim - 1)), cols])
+        np.testing.assert_array_equal(got.embeddings, p.embeddings[np.arange(batch).reshape(-1, *[1] * (cols.ndim - 1)),
+                                                                   cols])
+
+
 def test_text_prompts_refuse_mismatched_texts_and_embeddings():
     with pytest.raises(ShapeError, match=r"texts: expected shape \(3,\)"):
         TextPrompts(["a", "b"], np.zeros((3, 4), np.float32))
