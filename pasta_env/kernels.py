@@ -1,18 +1,19 @@
-"""The core's compiled kernel (numba): the user's choice and the turn's record, for a batch of any size.
+"""The core's compiled kernels (numba): the user's choice with the turn's record, and the slate fill.
 
-Like the world parts' kernels (:mod:`simulators.kernels`) it computes each
-row from that row alone in a fixed order, releases the interpreter lock and
-is compiled once and cached on disk; this module imports numba and is
-imported on the first step.
+Like the world parts' kernels (:mod:`simulators.kernels`) they compute each
+row from that row alone in a fixed order, release the interpreter lock and
+are compiled once and cached on disk (:func:`simulators.jit.compiled`);
+this module imports numba and is imported on the first step.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from simulators.jit import compiled
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+
+@compiled()
 def record_turn(t, probs, util, u_choice, slate_emb, images, expected, choice, reward, hist_prompts,
                 hist_images, hist_choices, hist_mask, hist_slate_prompts, hist_slate_images,
                 current):  # pragma: no cover - compiled
@@ -66,7 +67,7 @@ def record_turn(t, probs, util, u_choice, slate_emb, images, expected, choice, r
         current[b, :] = slate_emb[b, c]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@compiled()
 def distinct_slates(slates, num_candidates, out):  # pragma: no cover - compiled
     """Copy ``slates`` ``(N, L)`` into ``out`` with repeated indices filled (see spaces.distinct_slates).
 

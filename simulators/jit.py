@@ -8,6 +8,8 @@ first computes, and later calls cost a cached lookup, not an import.
 from __future__ import annotations
 
 import functools
+import warnings
+from collections.abc import Callable
 from types import ModuleType
 
 
@@ -17,3 +19,31 @@ def kernels() -> ModuleType:
     from simulators import kernels as module
 
     return module
+
+
+#: Kernels compiled without an on-disk cache in this process (none where numba can cache).
+_uncached: list[str] = []
+
+
+def compiled(**options) -> Callable:
+    """``numba.njit(cache=True, nogil=True, error_model="numpy", **options)``, cached on disk when it can be.
+
+    numba keeps compiled code beside the source, or in the user's cache
+    folder, or under ``NUMBA_CACHE_DIR``; where none is writable (a
+    read-only install with no home), the kernel is compiled in every
+    process instead of failing, with one warning that says how to cache it.
+    """
+    import numba
+
+    def decorate(fn: Callable) -> Callable:
+        try:
+            return numba.njit(cache=True, nogil=True, error_model="numpy", **options)(fn)
+        except RuntimeError as exc:  # numba found no writable cache location
+            if not _uncached:
+                warnings.warn(f"pasta-t2i cannot cache its compiled kernels ({exc}); they are compiled in every "
+                              "process (seconds). Set NUMBA_CACHE_DIR to a writable folder to cache them.",
+                              RuntimeWarning, stacklevel=2)
+            _uncached.append(fn.__qualname__)
+            return numba.njit(cache=False, nogil=True, error_model="numpy", **options)(fn)
+
+    return decorate

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
-_jit = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+from simulators.jit import compiled
+
+_jit = compiled(fastmath=False)
 #: Small helpers are inlined into the kernels that call them (numba's IR-level inlining).
-_helper = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
+_helper = compiled(fastmath=False, inline="always")
 
 
 @_helper

@@ -253,6 +253,27 @@ def test_importing_the_package_loads_no_model_library():
     assert out.stdout.split("\n")[:2] == ["[]", "['numba']"]
 
 
+def test_kernels_run_uncached_with_one_warning_where_nothing_is_writable():
+    """A read-only install with no writable cache folder: numba finds no place to cache, the env still runs."""
+    import subprocess
+    import sys
+
+    code = ("import warnings, numpy as np, numba.core.caching as caching, gymnasium as gym, pasta_env\n"
+            "caching.CacheImpl._locator_classes = []  # as if no folder could hold the cache\n"
+            "env = gym.make('PastaT2I-v0')\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    obs, _ = env.reset(seed=3)\n"
+            "    obs, reward, *_ = env.step(np.array([0, 1, 2, 3]))\n"
+            "from simulators.jit import _uncached\n"
+            "print(sum('NUMBA_CACHE_DIR' in str(w.message) for w in caught), len(_uncached) >= 5, repr(reward))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    warned, uncached, reward = out.stdout.split()
+    env = gym.make(ENV_ID)
+    env.reset(seed=3)
+    assert (warned, uncached) == ("1", "True") and float(reward) == env.step(np.array([0, 1, 2, 3]))[1]
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"reward": "best"}, "reward must be one of chosen, expected"),
     ({"slate_size": 0}, "slate_size must be a positive integer"),
