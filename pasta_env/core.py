@@ -14,11 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from pasta_env.config import EnvConfig
-from pasta_env.jit import kernels
 from pasta_env.spaces import distinct_slates
 from pasta_env.worlds import World
 from simulators.contract import Prompts
+from simulators.jit import lazy_module
 from simulators.users.user_model import aggregate
+
+#: :mod:`pasta_env.kernels` (numba), imported on the first call.
+kernels = lazy_module("pasta_env.kernels")
 
 #: Version of a step's arithmetic (not of its rules): raised when the same seeds and slates give other
 #: floats. 1: numpy array code; 2: the compiled kernels (candidates identical, embeddings and utilities

@@ -8,7 +8,10 @@ import numpy as np
 from gymnasium import spaces
 
 from pasta_env.config import EnvConfig
-from pasta_env.jit import kernels
+from simulators.jit import lazy_module
+
+#: :mod:`pasta_env.kernels` (numba), imported on the first call.
+kernels = lazy_module("pasta_env.kernels")
 
 
 def observation_space(config: EnvConfig, dim: int, num_categories: int) -> spaces.Dict:

@@ -1,24 +1,28 @@
-"""The world parts' compiled kernels, imported on first use.
+"""Compiled kernels, imported on first use, and the decorator that compiles them.
 
-Importing :mod:`simulators.kernels` imports numba (about half a second), so
-the parts reach it through :func:`kernels`: nothing is loaded until a part
-first computes, and later calls cost a cached lookup, not an import.
+Importing a kernel module (:mod:`simulators.kernels`, :mod:`pasta_env.kernels`)
+imports numba (about half a second), so callers reach it through a loader from
+:func:`lazy_module`: nothing is loaded until a part first computes, and later
+calls cost a cached lookup, not an import.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 from collections.abc import Callable
 from types import ModuleType
 
 
 @functools.cache
-def kernels() -> ModuleType:
-    """:mod:`simulators.kernels`, imported on the first call."""
-    from simulators import kernels as module
+def lazy_module(name: str) -> Callable[[], ModuleType]:
+    """A function that returns module ``name``, importing it on its first call (one loader per name)."""
+    return functools.cache(lambda: importlib.import_module(name))
 
-    return module
+
+#: :mod:`simulators.kernels`, imported on the first call.
+kernels = lazy_module("simulators.kernels")
 
 
 #: Kernels compiled without an on-disk cache in this process (none where numba can cache).

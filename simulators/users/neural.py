@@ -96,9 +96,9 @@ class TrunkHeadsUserModel(UserModel):
             flat: Run the products on the images flattened to 2-D: one BLAS
                 call instead of a stack of tiny ``(M, d) @ (d, h)`` products,
                 much faster for large batches, but the rounding of a row then
-                depends on the batch size. The environment uses the stacked
-                form, so a user's scores do not depend on how many users are
-                simulated with it (single env == vector env, bit for bit).
+                depends on the batch size. (The environment scores through
+                :meth:`type_scores`' compiled kernel, whose rows never depend
+                on the batch.)
         """
         agree = images * prompts[..., None, :]
         if not flat:
