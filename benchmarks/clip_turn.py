@@ -78,10 +78,14 @@ def _timer(torch, device):
 
 def run(device: str = "cuda", steps: tuple[int, ...] = (1, 4), size: int = 512, images: int = 16,
         prompts: int = 25, dtype: str = "bfloat16", tiny: bool = False, tiny_vae: bool = False,
-        compile: bool = False, repeats: int = 5) -> dict[str, Any]:
+        compile: bool = False, repeats: int = 5, load: bool = False) -> dict[str, Any]:
     """Time one clip-world turn stage by stage; milliseconds are medians of ``repeats`` runs after a warm-up.
 
-    With ``tiny`` the image size is capped at 64 pixels (a CPU check of the script).
+    The models are built on the device (random weights); ``build_s`` is that
+    time. With ``load`` their weights are also saved as safetensors and loaded
+    back onto the device (``load_s``: what a worker pays to load the models
+    from a local disk, here from the page cache). With ``tiny`` the image size
+    is capped at 64 pixels (a CPU check of the script).
     """
     import diffusers
     import open_clip
@@ -92,7 +96,8 @@ def run(device: str = "cuda", steps: tuple[int, ...] = (1, 4), size: int = 512, 
     size = min(size, 64) if tiny else size
     time_it = _timer(torch, dev)
     torch.manual_seed(0)
-    with torch.inference_mode():
+    t_build = time.perf_counter()
+    with torch.inference_mode(), dev:
         unet: Any = diffusers.UNet2DConditionModel(**(TINY_UNET if tiny else SDXL_UNET))
         unet = unet.to(dev, dt).eval()
         vae: Any
@@ -115,6 +120,10 @@ def run(device: str = "cuda", steps: tuple[int, ...] = (1, 4), size: int = 512, 
         clip = open_clip.create_model(clip_name, pretrained=None, device=dev, precision="bf16" if dt == torch.bfloat16
                                       else "fp32").eval()
         tokenizer = open_clip.get_tokenizer(clip_name)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        build_s = time.perf_counter() - t_build
+        load_s = _load_time(torch, dev, {"unet": unet, "vae": vae, "clip": clip}) if load else None
         decode = vae.decode
         if compile:
             unet = torch.compile(unet)
@@ -157,9 +166,30 @@ def run(device: str = "cuda", steps: tuple[int, ...] = (1, 4), size: int = 512, 
                      "compile": compile, "repeats": repeats, "torch": torch.__version__,
                      "diffusers": diffusers.__version__, "python": platform.python_version()},
         "stages_ms": {k: round(v, 2) for k, v in stages.items()},
+        "build_s": round(build_s, 2), "load_s": None if load_s is None else round(load_s, 2),
+        "parameters": {"unet": sum(p.numel() for p in unet.parameters()),
+                       "vae": sum(p.numel() for p in vae.parameters()),
+                       "clip": sum(p.numel() for p in clip.parameters())},
         "turn_ms": {str(n): round(v, 2) for n, v in turns.items()},
         "images_per_s": {str(n): round(images / (v / 1000.0), 1) for n, v in turns.items()},
     }
+
+
+def _load_time(torch, dev, models: dict[str, Any]) -> float:
+    """Save the models' weights as safetensors in a temporary folder; seconds to load them back onto ``dev``."""
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    with tempfile.TemporaryDirectory() as folder:
+        for name, model in models.items():
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{folder}/{name}.safetensors")
+        t0 = time.perf_counter()
+        for name, model in models.items():
+            model.load_state_dict(load_file(f"{folder}/{name}.safetensors", device=str(dev)))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -167,6 +197,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"clip-world turn on {s['gpu'] or s['device']} ({s['architectures']}, {s['dtype']}, {s['images']} "
              f"images at {s['size']} px, compile {s['compile']})", "", "| stage | ms |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in result["stages_ms"].items()]
+    lines += ["", f"models built on the device in {result['build_s']:.1f} s"
+              + ("" if result["load_s"] is None else f"; weights loaded from safetensors in {result['load_s']:.1f} s")]
     lines += ["", "| steps | ms per turn | images/s |", "|---|---|---|"]
     lines += [f"| {n} | {result['turn_ms'][n]:.1f} | {result['images_per_s'][n]:.1f} |" for n in result["turn_ms"]]
     return "\n".join(lines)
@@ -177,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 4])
     p.add_argument("--size", type=int, default=512, help="image height and width in pixels")
+    p.add_argument("--images", type=int, default=16,
+                   help="images per batch (16: one user's turn; 64: four users' turns at once)")
+    p.add_argument("--load", action="store_true", help="also time loading the weights from safetensors files")
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     p.add_argument("--tiny", action="store_true", help="miniature configurations (a CPU check of the script)")
     p.add_argument("--tiny-vae", action="store_true", help="decode with the tiny autoencoder architecture")
@@ -184,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", default="results/clip_turn.json")
     args = p.parse_args(argv)
-    result = run(args.device, tuple(args.steps), args.size, dtype=args.dtype, tiny=args.tiny,
-                 tiny_vae=args.tiny_vae, compile=args.compile, repeats=args.repeats)
+    result = run(args.device, tuple(args.steps), args.size, images=args.images, dtype=args.dtype, tiny=args.tiny,
+                 tiny_vae=args.tiny_vae, compile=args.compile, repeats=args.repeats, load=args.load)
     print(markdown(result))
     write_json(args.json, result)
     print(f"wrote {args.json}")
