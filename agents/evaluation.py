@@ -6,6 +6,12 @@ prompt, candidate draws, image noise and choice uniforms. Differences
 between agents are therefore paired, and their confidence intervals are
 tight.
 
+Episodes are played in blocks of ``num_envs`` users; before each block an
+agent is reset with a seed drawn from ``(seed, block)``, so a block's
+episodes do not depend on which blocks came before. That is what lets
+``backend=RayBackend(...)`` play the blocks as shards on Ray workers
+(:mod:`pasta_env.distributed`) and return the same numbers as one process.
+
 The harness sees the hidden user (to measure), agents do not: an agent gets
 the env's ``info`` without :data:`pasta_env.PRIVILEGED_INFO_KEYS` unless it
 declares ``privileged = True`` (the oracle).
@@ -25,6 +31,7 @@ import numpy as np
 from agents import make_agent
 from agents.model_based import type_log_posterior
 from pasta_env import ENV_ID
+from pasta_env.distributed import RayBackend, WorkerPool, one_blas_thread, shard_seed
 from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
 from pasta_env.stats import ci95
 from pasta_env.worlds import PromptsArg
@@ -132,7 +139,7 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
              prompts: PromptsArg = None, num_envs: int = 1024, progress: bool = True,
-             **env_kwargs) -> EvaluationResult:
+             backend: RayBackend | None = None, **env_kwargs) -> EvaluationResult:
     """Evaluate agents on the same users.
 
     Args:
@@ -140,16 +147,21 @@ def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
             ``act(obs, info)`` (batched) and a ``name``. An agent sees the
             hidden user's information only if it has ``privileged = True``.
         episodes: Episodes per agent.
-        seed: Episode ``e`` uses env seed ``seed + e``; agents are seeded with ``seed``.
+        seed: Episode ``e`` uses env seed ``seed + e``; before each block of
+            ``num_envs`` episodes an agent is reset with a seed drawn from
+            ``(seed, block)``.
         prompts: Initial prompts (strings or a file), as for the env.
-        num_envs: Users simulated at once.
+        num_envs: Users simulated at once (the block size; with Ray, a shard).
         progress: Show a progress bar.
+        backend: ``None`` plays in this process; a
+            :class:`~pasta_env.distributed.RayBackend` plays the blocks on
+            Ray workers (agents then given by name), with the same results.
         **env_kwargs: Passed to the env (``reward``, ``horizon``, ``world``...);
             ``expose_user_type`` is the harness's to set and is refused.
 
     Raises:
         ValueError: Unknown agent name (listing the known ones), or
-            ``episodes``/``num_envs`` below 1.
+            ``episodes``/``num_envs`` below 1, or agent objects with Ray.
     """
     if episodes < 1 or num_envs < 1:
         raise ValueError(f"episodes and num_envs must be positive, got {episodes} and {num_envs}")
@@ -157,39 +169,124 @@ def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
         raise ValueError("evaluate() decides what agents see: give an agent privileged = True instead of "
                          "passing expose_user_type")
     start = time.perf_counter()
-    env_kwargs = {**env_kwargs, "expose_user_type": True}  # for the harness; filtered per agent
-    world = build_world(env_kwargs.pop("world", "synthetic"), prompts,
-                        env_kwargs.get("num_candidates", 25), env_kwargs.pop("world_kwargs", None))
-    envs: dict[int, Any] = {}
-
-    def env_for(n: int):
-        if n not in envs:
-            envs[n] = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point",
-                                   world=world, **env_kwargs)
-        return envs[n]
-
-    config = env_for(min(num_envs, episodes)).config
-    players = [make_agent(a, world, config, seed) if isinstance(a, str) else a for a in agents]
-    names = [getattr(p, "name", type(p).__name__) for p in players]
-    if len(set(names)) != len(names):
-        raise ValueError(f"agent names must be unique, got {names}")
-    if prompts is None or isinstance(prompts, (str, os.PathLike)):
-        prompt_source = None if prompts is None else str(prompts)
-    else:
-        prompt_source = f"{len(prompts)} prompts given in code"
-    settings = {"episodes": episodes, "seed": seed, "num_envs": num_envs, "world": world.name,
-                "prompts": prompt_source, **config.to_dict()}
-    result = EvaluationResult(settings)
-    bar = _progress(len(players) * episodes, progress)
+    blocks = [(b, a, min(num_envs, episodes - a)) for b, a in enumerate(range(0, episodes, num_envs))]
+    bar = _progress(episodes, progress, "" if backend is None else " on Ray")
+    parts: dict[int, dict] = {}
     try:
-        for name, player in zip(names, players):
-            result.agents[name] = _play(player, name, episodes, seed, num_envs, env_for, bar)
+        if backend is None:
+            with Evaluator(agents, seed, prompts, env_kwargs) as evaluator:
+                facts = evaluator.facts()
+                for block in blocks:
+                    parts[block[0]] = evaluator.play(block)
+                    bar.update(block[2])
+        else:
+            specs = [a for a in agents if isinstance(a, str)]
+            if len(specs) != len(agents):
+                raise ValueError("with the Ray backend give agents by name (NAME or NAME:MODEL): each worker "
+                                 "builds them itself")
+            with WorkerPool(backend, Evaluator, (specs, seed, prompts, env_kwargs, backend.threads),
+                            len(blocks)) as pool:
+                facts = pool.call_all("facts")[0]
+                pool.submit("play", blocks)
+                for _ in blocks:
+                    out = pool.next()
+                    parts[out["block"]] = out
+                    bar.update(out["episodes"])
     finally:
         bar.close()
-        for env in envs.values():
-            env.close()  # stops the worker threads of sharded envs
+    names = facts["names"]
+    settings = {"episodes": episodes, "seed": seed, "num_envs": num_envs, "world": facts["world"],
+                "prompts": _prompt_source(prompts), **facts["config"]}
+    result = EvaluationResult(settings)
+    ordered = [parts[b] for b, _, _ in blocks]
+    for name in names:
+        def joined(key: str, name: str = name) -> np.ndarray:
+            return np.concatenate([block["agents"][name][key] for block in ordered])
+
+        r = joined("r")
+        result.agents[name] = AgentResult(name, r.sum(axis=1), r, joined("ent"),
+                                          sum(block["agents"][name]["seconds"] for block in ordered),
+                                          joined("mass"), joined("kept"), joined("cos"))
     result.elapsed_s = time.perf_counter() - start
     return result
+
+
+def _prompt_source(prompts: PromptsArg) -> str | None:
+    if prompts is None or isinstance(prompts, (str, os.PathLike)):
+        return None if prompts is None else str(prompts)
+    return f"{len(prompts)} prompts given in code"
+
+
+class Evaluator:
+    """The world, the envs and the agents of an evaluation: what one process (or Ray worker) holds.
+
+    Built on first use (a Ray worker builds it when first called, and again
+    after a restart). :meth:`play` plays one block of episodes with every agent.
+
+    Args:
+        agents: Agent names or objects, as for :func:`evaluate`.
+        seed: The evaluation's seed.
+        prompts: Initial prompts, as for :func:`evaluate`.
+        env_kwargs: The env's arguments, as for :func:`evaluate`.
+        num_threads: Threads of the vector envs (``None``: their default).
+    """
+
+    def __init__(self, agents: Sequence[str | Any], seed: int, prompts: PromptsArg, env_kwargs: dict[str, Any],
+                 num_threads: int | None = None):
+        self.args = (list(agents), seed, prompts, dict(env_kwargs), num_threads)
+        self.ready = False
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _build(self) -> None:
+        if self.ready:
+            return
+        agents, seed, prompts, env_kwargs, self.num_threads = self.args
+        env_kwargs = {**env_kwargs, "expose_user_type": True}  # for the harness; filtered per agent
+        self.world = build_world(env_kwargs.pop("world", "synthetic"), prompts,
+                                 env_kwargs.get("num_candidates", 25), env_kwargs.pop("world_kwargs", None))
+        self.env_kwargs, self.seed = env_kwargs, seed
+        self.envs: dict[int, Any] = {}
+        self.config = self.env_for(1).config
+        self.players = [make_agent(a, self.world, self.config, seed) if isinstance(a, str) else a for a in agents]
+        self.names = [getattr(p, "name", type(p).__name__) for p in self.players]
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"agent names must be unique, got {self.names}")
+        self.ready = True
+
+    def env_for(self, n: int):
+        """The vector env of ``n`` users (made once)."""
+        if n not in self.envs:
+            threads: dict[str, Any] = {}
+            if self.num_threads is not None:
+                threads["num_threads"] = max(1, min(self.num_threads, n))
+            self.envs[n] = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point",
+                                        world=self.world, **self.env_kwargs, **threads)
+        return self.envs[n]
+
+    def facts(self) -> dict[str, Any]:
+        """The agents' names, the world's name and the env's settings."""
+        self._build()
+        return {"names": self.names, "world": self.world.name, "config": self.config.to_dict()}
+
+    def play(self, block: tuple[int, int, int]) -> dict[str, Any]:
+        """Play block ``(index, first episode, episodes)`` with every agent; per-agent arrays and seconds."""
+        self._build()
+        index, start, n = block
+        with one_blas_thread():
+            played = {name: _play(player, self.seed, index, start, self.env_for(n))
+                      for name, player in zip(self.names, self.players)}
+        return {"block": index, "episodes": n, "agents": played}
+
+    def close(self) -> None:
+        """Stop the envs' worker threads."""
+        for env in getattr(self, "envs", {}).values():
+            env.close()
+        self.envs = {}
 
 
 def public_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -197,31 +294,24 @@ def public_info(info: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in info.items() if k not in PRIVILEGED_INFO_KEYS}
 
 
-def _play(player, name, episodes, seed, num_envs, env_for, bar) -> AgentResult:
+def _play(player, seed: int, index: int, start: int, env) -> dict[str, Any]:
+    """One agent on one block: per-episode turn rewards, choice entropies and the end-of-episode measures."""
     t0 = time.perf_counter()
-    player.reset(seed)
+    player.reset(shard_seed(seed, index))
     shown = (lambda i: i) if getattr(player, "privileged", False) else public_info
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("r", "ent", "mass", "kept", "cos")}
-    for start in range(0, episodes, num_envs):
-        n = min(num_envs, episodes - start)
-        env = env_for(n)
-        obs, info = env.reset(seed=seed + start)
-        types = info["user_type"]
-        rewards, entropies = [], []
-        for _ in range(env.config.horizon):
-            obs, reward, term, trunc, info = env.step(player.act(obs, shown(info)))
-            rewards.append(reward)
-            entropies.append(_entropy(info["choice_probs"]))
-        parts["r"].append(np.stack(rewards, axis=1))
-        parts["ent"].append(np.stack(entropies, axis=1))
-        logpost = type_log_posterior(obs, env.world.user_model)
-        parts["mass"].append(np.exp(logpost[np.arange(n), types]))
-        parts["kept"].append(env.core.request_kept())
-        parts["cos"].append((obs["current_prompt"] * obs["initial_prompt"]).sum(axis=1))
-        bar.update(n)
-    r = np.concatenate(parts["r"])
-    return AgentResult(name, r.sum(axis=1), r, np.concatenate(parts["ent"]), time.perf_counter() - t0,
-                       np.concatenate(parts["mass"]), np.concatenate(parts["kept"]), np.concatenate(parts["cos"]))
+    obs, info = env.reset(seed=seed + start)
+    types = info["user_type"]
+    rewards, entropies = [], []
+    for _ in range(env.config.horizon):
+        obs, reward, term, trunc, info = env.step(player.act(obs, shown(info)))
+        rewards.append(reward)
+        entropies.append(_entropy(info["choice_probs"]))
+    n = len(types)
+    logpost = type_log_posterior(obs, env.world.user_model)
+    return {"r": np.stack(rewards, axis=1), "ent": np.stack(entropies, axis=1),
+            "mass": np.exp(logpost[np.arange(n), types]), "kept": env.core.request_kept(),
+            "cos": (obs["current_prompt"] * obs["initial_prompt"]).sum(axis=1),
+            "seconds": time.perf_counter() - t0}
 
 
 class _NoBar:
@@ -232,12 +322,12 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, where: str = ""):
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="ep", desc="evaluating", leave=False)
+    return tqdm(total=total, unit="ep", desc="evaluating" + where, leave=False)
 
 
 def plot_per_turn(result: EvaluationResult, path: str) -> None:

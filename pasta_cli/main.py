@@ -7,6 +7,8 @@ Examples::
     pasta validate-world --episodes 2000 --seed 0 --json results/validity.json
     pasta demo --seed 3 --agent bayes
     pasta generate --episodes 30000 --policy lmm --seed 0 --out data/lmm
+    pasta generate --episodes 30000 --world clip --world-option device=cuda --chunk 256 \\
+        --backend ray --address auto --gpus-per-worker 1 --out data/clip-lmm
     pasta dataset verify data/lmm
     pasta bench
 """
@@ -28,12 +30,9 @@ DEFAULT_AGENTS = "random,lmm,popular,greedy,bayes,oracle"
 
 def _threads() -> None:
     """Keep BLAS to one thread: the batched core runs small matrices, and 2 cores oversubscribe."""
-    try:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - optional
-        pass
+    threadpool_limits(1)
 
 
 def world_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -60,6 +59,38 @@ def _world_option_argument(parser: argparse.ArgumentParser) -> None:
                              "t2i_model=stabilityai/sdxl-turbo, lmm_model=..., device=cuda")
 
 
+def _backend_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("running on Ray (pip install 'pasta-t2i[ray]')")
+    group.add_argument("--backend", default="local", choices=("local", "ray"),
+                       help="local: this process; ray: shards of episodes on Ray workers (same results)")
+    group.add_argument("--address", default=None,
+                       help="the Ray cluster: auto (the one running here), HOST:PORT, ray://HOST:PORT; "
+                            "default: start a local Ray with this machine's cores")
+    group.add_argument("--num-workers", type=int, default=None,
+                       help="Ray workers (default: as many as the cluster's CPUs, or GPUs, allow)")
+    group.add_argument("--gpus-per-worker", type=float, default=0.0,
+                       help="GPUs each worker holds; its world loads its models there")
+    group.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each worker holds")
+
+
+def _backend(args: argparse.Namespace):
+    """The ``RayBackend`` the arguments ask for, or ``None`` (this process)."""
+    from pasta_env.distributed import RayBackend
+
+    ray_only = {"--address": args.address is not None, "--num-workers": args.num_workers is not None,
+                "--gpus-per-worker": args.gpus_per_worker != 0.0, "--cpus-per-worker": args.cpus_per_worker != 1.0}
+    if args.backend == "local":
+        given = [k for k, v in ray_only.items() if v]
+        if given:
+            raise ValueError(f"{given[0]} is for --backend ray; add --backend ray or drop it")
+        return None
+    from pasta_env.distributed import require_ray
+
+    require_ray()
+    return RayBackend(address=args.address, num_workers=args.num_workers, gpus_per_worker=args.gpus_per_worker,
+                      cpus_per_worker=args.cpus_per_worker)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Compare agents on the same users; print a table, write JSON and a plot."""
     from agents import check_agent_spec
@@ -73,9 +104,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_agent_spec(n)
     _positive(episodes=args.episodes, num_envs=args.num_envs)
     _outputs(json=args.json, plot=args.plot)
+    backend = _backend(args)
     result = evaluate(names, episodes=args.episodes, seed=args.seed, prompts=args.prompts,
-                      num_envs=args.num_envs, progress=not args.quiet, reward=args.reward, world=args.world,
-                      world_kwargs=world_options(args.world_option))
+                      num_envs=args.num_envs, progress=not args.quiet, backend=backend, reward=args.reward,
+                      world=args.world, world_kwargs=world_options(args.world_option))
     s = result.settings
     print(f"PastaT2I-v0, world {s['world']}, {s['episodes']} episodes per agent, seed {s['seed']}, "
           f"reward {s['reward']}; mean return with 95% CI, mean utility per turn, choice entropy (nats)\n")
@@ -233,7 +265,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from agents import check_agent_spec
     from pasta_env.config import EnvConfig
     from pasta_env.datasets import DatasetSpec, generate
-    from pasta_env.worlds import world_names
+    from pasta_env.worlds import check_world_options, world_names
 
     check_agent_spec(args.policy)
     if args.world not in world_names():
@@ -241,10 +273,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _positive(episodes=args.episodes, chunk=args.chunk)
     if args.prompts is not None and not Path(args.prompts).is_file():
         raise ValueError(f"--prompts {args.prompts!r} is not a file")
+    options = world_options(args.world_option)
+    check_world_options(args.world, options)
     spec = DatasetSpec(episodes=args.episodes, policy=args.policy, seed=args.seed, epsilon=args.epsilon,
                        world=args.world, prompts=args.prompts, config=EnvConfig(reward=args.reward),
-                       chunk=args.chunk, precision=args.precision, dataset_id=args.dataset_id)
-    manifest = generate(args.out, spec, progress=not args.quiet, overwrite=args.overwrite)
+                       chunk=args.chunk, precision=args.precision, dataset_id=args.dataset_id,
+                       world_options=options)
+    manifest = generate(args.out, spec, progress=not args.quiet, overwrite=args.overwrite, backend=_backend(args))
     _print_info(_dataset_info(args.out))
     if "timings" in manifest:
         print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in manifest["timings"].items()))
@@ -473,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.add_argument("--world", default="synthetic", help="a registered world (synthetic, clip)")
     _world_option_argument(ev)
+    _backend_arguments(ev)
 
     vw = command("validate-world", cmd_validate_world)
     vw.add_argument("--world", default="synthetic", help="a registered world")
@@ -608,13 +644,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--reward", default="chosen", choices=("chosen", "expected"), help="reward of a turn")
     gen.add_argument("--precision", default="float16", choices=("float16", "float32"),
                      help="how embeddings are stored")
-    gen.add_argument("--chunk", type=int, default=1024, help="episodes per chunk (users simulated at once)")
+    _world_option_argument(gen)
+    gen.add_argument("--chunk", type=int, default=1024,
+                     help="episodes per chunk (users simulated at once; with Ray, a shard)")
     gen.add_argument("--dataset-id", default=None,
                      help="Minari dataset id namespace/name-vN (default pasta-t2i/POLICY-v0)")
     gen.add_argument("--out", required=True, help="dataset folder")
     gen.add_argument("--overwrite", action="store_true",
                      help="replace the folder's contents when it holds another run's files")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    _backend_arguments(gen)
 
     ds = command("dataset", cmd_dataset)
     ds_sub = ds.add_subparsers(dest="action", required=True, parser_class=_Parser)

@@ -10,7 +10,7 @@ from simulators.errors import DependencyNotInstalled
 #: The extra that installs each optional module.
 EXTRAS = {
     "torch": "clip", "open_clip": "openclip", "diffusers": "diffusers", "transformers": "lmm",
-    "sentence_transformers": "minilm", "PIL": "clip",
+    "sentence_transformers": "minilm", "PIL": "clip", "ray": "ray",
 }
 
 

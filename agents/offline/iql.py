@@ -35,6 +35,7 @@ from agents.offline.encoders import OBSERVATION_KEYS, PastaEncoderFactory, obser
 from agents.offline.settings import IQLSettings
 from pasta_env.config import EnvConfig
 from pasta_env.datasets import load
+from pasta_env.datasets.manifest import env_config_of, world_of
 from pasta_env.datasets.offline import transition_arrays
 from pasta_env.datasets.store import require
 from pasta_env.stats import ci95
@@ -298,7 +299,6 @@ def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings
     """
     from tqdm.auto import tqdm
 
-    from pasta_env.worlds import make_world
 
     if not data:
         raise ValueError("give at least one dataset")
@@ -312,8 +312,8 @@ def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings
         sampler = _Sampler(data, mix, settings.batch_size, settings.seed, device=algo_device(device))
         lay, manifest = sampler.layout, sampler.manifest
         kwargs = manifest["env_kwargs"]
-        world = make_world(kwargs["world"], prompts=kwargs["prompts"], num_candidates=kwargs["num_candidates"])
-        env_config = EnvConfig(**{k: v for k, v in kwargs.items() if k not in ("world", "prompts")})
+        world = world_of(kwargs)
+        env_config = env_config_of(kwargs)
         algo = make_iql(settings, lay.horizon, lay.slate_size, lay.dim, device)
         identity = {"settings": asdict(settings), "mix": mix, "device_kind": torch.device(device).type,
                     "data": [_data_identity(d) for d in data], "code_version": code_version()}

@@ -12,11 +12,20 @@ epsilon-mixing draws are seeded per chunk from ``(seed, chunk index)``.
 When every chunk is done, the chunks are assembled into the dataset
 (:mod:`pasta_env.datasets.store`, ``turns.parquet``) and ``manifest.json``
 is written last: a dataset without it is unfinished.
+
+With ``backend=RayBackend(...)`` the chunks are the shards of a Ray run
+(:mod:`pasta_env.distributed`): each worker builds the world and the policy
+once and rolls out the chunks it is handed; the driver writes each chunk
+as it arrives, in whatever order they finish, and assembles them in order.
+A chunk is the same whichever process rolls it out, so the dataset equals the
+single-process one byte for byte in its arrays, and a run interrupted under
+one backend can be finished under the other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import shutil
 import time
@@ -29,14 +38,15 @@ import numpy as np
 
 from pasta_env.config import EnvConfig
 from pasta_env.core import DYNAMICS_VERSION
-from pasta_env.datasets.identity import world_identity
+from pasta_env.datasets.identity import identity_differences, world_identity
 from pasta_env.datasets.layout import ARRAYS, PRECISIONS, Layout
 from pasta_env.datasets.manifest import MANIFEST, PARTIAL, TURNS_FILE, read_manifest, returns_summary
 from pasta_env.datasets.store import DATA_DIR, MAIN_FILE, HDF5Writer, env_spec_for, file_sha256, require
 from pasta_env.datasets.turns import arrow_texts, turn_table
-from pasta_env.env import PRIVILEGED_INFO_KEYS
+from pasta_env.distributed import RayBackend, WorkerPool, one_blas_thread, shard_seed
+from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
 from pasta_env.vector_env import PastaT2IVectorEnv
-from pasta_env.worlds import World, make_world
+from pasta_env.worlds import World
 from simulators.atomic import atomic_path, write_json
 from simulators.files import FileFormatError, WriteLock, claim_output_dir, code_version, fingerprint, read_npz
 
@@ -56,6 +66,9 @@ class DatasetSpec:
         epsilon: Probability that a turn's slate is uniformly random instead of
             the policy's (recorded per turn as ``explored``).
         world: Registered world name.
+        world_options: Options of the world's factory (JSON values, recorded
+            in the manifest so the world can be rebuilt), e.g.
+            ``{"clip_model": "ViT-H-14", "device": "cuda"}``.
         prompts: A file of initial prompts (one per line, or CSV/TSV with a
             ``Prompt`` column); ``None`` for the world's pool.
         config: MDP sizes and reward (``expose_user_type`` must stay ``False``:
@@ -76,6 +89,7 @@ class DatasetSpec:
     chunk: int = 1024
     precision: str = "float16"
     dataset_id: str | None = None
+    world_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("episodes", "chunk"):
@@ -91,6 +105,12 @@ class DatasetSpec:
         if self.config.expose_user_type:
             raise ValueError("config.expose_user_type must be False: the dataset records the hidden type as a "
                              "label, and only a privileged policy sees it while acting")
+        try:
+            json.dumps(self.world_options, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ValueError("world_options must be JSON values (strings, numbers, booleans, null, lists): the "
+                             "manifest records them so that the world can be rebuilt; pass ready-made parts to "
+                             "the env instead") from None
 
     @property
     def minari_id(self) -> str:
@@ -105,7 +125,12 @@ class DatasetSpec:
         """The env's constructor arguments (recorded so that the env can be recovered)."""
         cfg = self.config.to_dict()
         cfg.pop("expose_user_type")
-        return {**cfg, "world": self.world, "prompts": self.prompts}
+        extra = {"world_kwargs": dict(self.world_options)} if self.world_options else {}
+        return {**cfg, "world": self.world, "prompts": self.prompts, **extra}
+
+    def make_world(self) -> World:
+        """Build the world this spec names, with its options."""
+        return build_world(self.world, self.prompts, self.config.num_candidates, self.world_options)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -124,7 +149,7 @@ def _policy_factory(make_policy: Callable | None) -> Callable:
 
 
 def generate(out_dir: str | Path, spec: DatasetSpec, progress: bool = True, overwrite: bool = False,
-             make_policy: Callable | None = None) -> dict[str, Any]:
+             make_policy: Callable | None = None, backend: RayBackend | None = None) -> dict[str, Any]:
     """Generate a dataset into ``out_dir``, or finish one an interrupt left unfinished.
 
     Args:
@@ -136,7 +161,12 @@ def generate(out_dir: str | Path, spec: DatasetSpec, progress: bool = True, over
         overwrite: Replace another run's files in ``out_dir``.
         make_policy: ``(name, world, config, seed) -> policy`` (an object with
             ``reset(seed)``, ``act(obs, info)`` on batched observations, and
-            optionally ``privileged``); default: the agents registry.
+            optionally ``privileged``); default: the agents registry. With
+            Ray it is pickled to the workers.
+        backend: ``None`` rolls out in this process; a
+            :class:`~pasta_env.distributed.RayBackend` on Ray workers, one
+            chunk per shard (the world and the policy are built on the
+            workers, not here). Either gives the same dataset.
 
     Returns:
         The manifest (see :func:`pasta_env.datasets.manifest.read_manifest`).
@@ -144,103 +174,77 @@ def generate(out_dir: str | Path, spec: DatasetSpec, progress: bool = True, over
     Raises:
         OutputError: ``out_dir`` holds another run's files.
         BusyError: Another process is writing ``out_dir``.
-        ValueError: Unknown policy or world, bad prompts.
+        ValueError: Unknown policy or world, bad prompts or world options.
+        DependencyNotInstalled: ``backend`` is Ray's and Ray is not installed.
+        WorkerError: A Ray worker died more often than it may be restarted.
     """
     out = Path(out_dir).absolute()  # Minari joins a relative dataset root twice
     for module in ("h5py", "minari", "pyarrow"):
         require(module)
-    factory = _policy_factory(make_policy)
-    world = make_world(spec.world, prompts=spec.prompts, num_candidates=spec.config.num_candidates)
-    policy = factory(spec.policy, world, spec.config, spec.seed)  # unknown names fail before any file is touched
-    prompts_fp = fingerprint(files=[spec.prompts]) if spec.prompts else None
-    identity = {"command": "generate", "spec": spec.to_dict(), "prompts_fingerprint": prompts_fp,
-                "world": world_identity(world)}
-    with WriteLock(out):
-        claim_output_dir(out, identity, overwrite)
-        if (out / MANIFEST).is_file():
-            return read_manifest(out)
-        return _Run(out, spec, world, policy, identity, progress).run()
+    source: _Source
+    if backend is None:
+        source = _LocalSource(ChunkMaker(spec, make_policy))  # unknown names fail before any file is touched
+    else:
+        source = _RaySource(spec, make_policy, backend)
+    with source:
+        facts = source.facts()
+        prompts_fp = fingerprint(files=[spec.prompts]) if spec.prompts else None
+        identity = {"command": "generate", "spec": spec.to_dict(), "prompts_fingerprint": prompts_fp,
+                    "world": facts["identity"]}
+        with WriteLock(out):
+            claim_output_dir(out, identity, overwrite)
+            if (out / MANIFEST).is_file():
+                return read_manifest(out)
+            return _Run(out, spec, facts, source, identity, progress).run()
 
 
-def _chunk_seed(seed: int, chunk: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, chunk, stream]).generate_state(1)[0])
+def chunk_bounds(spec: DatasetSpec, i: int) -> tuple[int, int]:
+    """The episodes ``[a, b)`` of chunk ``i``."""
+    a = i * spec.chunk
+    return a, min(a + spec.chunk, spec.episodes)
 
 
-class _Run:
-    """One generation run: roll out the missing chunks, then assemble."""
+class ChunkMaker:
+    """Rolls out the chunks of a spec: the world and the policy built once (what a worker holds).
 
-    def __init__(self, out: Path, spec: DatasetSpec, world: World, policy, identity: dict, progress: bool):
-        self.out, self.spec, self.world, self.policy, self.identity = out, spec, world, policy, identity
-        self.progress = progress
-        self.partial = out / PARTIAL
+    Chunk ``i`` holds episodes ``[i * chunk, ...)``; the env is reset with
+    seed ``spec.seed + start`` and the policy and the epsilon draws are
+    seeded from ``(spec.seed, i)``, so a chunk is the same whichever process
+    rolls it out, and in whatever order.
+
+    Args:
+        spec: What to generate.
+        make_policy: As for :func:`generate`.
+        num_threads: Threads of the vector env (``None``: its default).
+    """
+
+    def __init__(self, spec: DatasetSpec, make_policy: Callable | None = None, num_threads: int | None = None):
+        self.spec = spec
+        self.world = spec.make_world()
+        self.policy = _policy_factory(make_policy)(spec.policy, self.world, spec.config, spec.seed)
+        self.num_threads = num_threads
         cfg = spec.config
-        self.layout = Layout(cfg.horizon, cfg.num_candidates, cfg.slate_size, world.dim, spec.precision)
-        self.num_chunks = math.ceil(spec.episodes / spec.chunk)
-        self.timings: dict[str, float] = {}
+        self.layout = Layout(cfg.horizon, cfg.num_candidates, cfg.slate_size, self.world.dim, spec.precision)
+        self.envs: dict[int, PastaT2IVectorEnv] = {}
 
-    def chunk_path(self, i: int, suffix: str) -> Path:
-        return self.partial / f"chunk-{i:05d}{suffix}"
+    def facts(self) -> dict[str, Any]:
+        """What the driver needs to know of the world: its identity, dimension and categories."""
+        cands = self.world.candidates
+        return {"identity": world_identity(self.world), "dim": self.world.dim,
+                "categories": list(cands.categories), "category_of": np.asarray(cands.category_of).tolist()}
 
-    def bounds(self, i: int) -> tuple[int, int]:
-        a = i * self.spec.chunk
-        return a, min(a + self.spec.chunk, self.spec.episodes)
-
-    def chunk_written(self, i: int) -> bool:
-        """Whether an earlier run finished chunk ``i`` (its files are read, and checked, when assembled)."""
-        return self.chunk_path(i, ".npz").is_file() and self.chunk_path(i, ".parquet").is_file()
-
-    def read_chunk(self, i: int) -> dict[str, np.ndarray]:
-        a, b = self.bounds(i)
-        arrays = read_npz(self.chunk_path(i, ".npz"), "a dataset chunk", required=ARRAYS)
-        if len(arrays["seeds"]) != b - a:
-            raise FileFormatError(f"{self.chunk_path(i, '.npz')}: {len(arrays['seeds'])} episodes, expected {b - a}")
-        return arrays
-
-    def run(self) -> dict[str, Any]:
-        """Roll out the chunks not yet done while a second thread assembles the dataset, in order.
-
-        The assembler writes the HDF5 file and the Parquet export into
-        ``.partial/build`` as chunks arrive (from disk for chunks an earlier
-        run finished), so writing overlaps the rollouts. An interrupted run
-        leaves the chunks; its half-built files are discarded by the rerun.
-        """
-        from tqdm.auto import tqdm
-
-        t0 = time.perf_counter()
-        self.partial.mkdir(exist_ok=True)
-        done = {i for i in range(self.num_chunks) if self.chunk_written(i)}
-        done_eps = sum(b - a for a, b in map(self.bounds, done))
-        bar = tqdm(total=self.spec.episodes, initial=done_eps, unit="ep", desc="generating",
-                   disable=not self.progress, leave=False, smoothing=0.1)
-        assembler = _Assembler(self)
-        envs: dict[int, PastaT2IVectorEnv] = {}
-        config = replace(self.spec.config, expose_user_type=True)  # the label; filtered for the policy
-        try:
-            for i in range(self.num_chunks):
-                a, b = self.bounds(i)
-                if i in done:
-                    try:
-                        assembler.put(i, self.read_chunk(i), None)
-                        continue
-                    except FileFormatError:  # damaged (e.g. by a disk error): made again below
-                        bar.update(a - b)
-                if b - a not in envs:
-                    envs[b - a] = PastaT2IVectorEnv(num_envs=b - a, world=self.world, config=config)
-                arrays, texts = self.rollout(envs[b - a], i, a)
-                table = self.write_chunk(i, a, arrays, texts)
-                assembler.put(i, arrays, table)
-                bar.update(b - a)
-            self.timings["rollout_s"] = time.perf_counter() - t0
-            checksums, rewards = assembler.finish()
-        except BaseException:
-            assembler.abort()
-            raise
-        finally:
-            bar.close()
-            for env in envs.values():
-                env.close()
-        self.timings["generate_and_write_s"] = time.perf_counter() - t0
-        return self.finalize(assembler.build, checksums, rewards)
+    def make(self, i: int) -> tuple[int, dict[str, np.ndarray], Any]:
+        """Roll out chunk ``i``: ``(i, arrays, turn table)``."""
+        a, b = chunk_bounds(self.spec, i)
+        n = b - a
+        if n not in self.envs:
+            config = replace(self.spec.config, expose_user_type=True)  # the label; filtered for the policy
+            threads = None if self.num_threads is None else max(1, min(self.num_threads, n))
+            self.envs[n] = PastaT2IVectorEnv(num_envs=n, world=self.world, config=config, num_threads=threads)
+        with one_blas_thread():
+            arrays, texts = self.rollout(self.envs[n], i, a)
+        cands = self.world.candidates
+        return i, arrays, turn_table(a, arrays, texts, cands.categories, cands.category_of)
 
     def rollout(self, env: PastaT2IVectorEnv, i: int, start: int) -> tuple[dict, dict]:
         spec, layout, core = self.spec, self.layout, env.core
@@ -248,8 +252,8 @@ class _Run:
         C, L = layout.num_candidates, layout.slate_size
         arrays = {k: np.zeros(shape, dt) for k, (shape, dt) in layout.shapes(n).items()}
         obs, info = env.reset(seed=spec.seed + start)
-        self.policy.reset(seed=_chunk_seed(spec.seed, i, 0))
-        rng = np.random.default_rng(_chunk_seed(spec.seed, i, 1))
+        self.policy.reset(seed=shard_seed(spec.seed, i, 0))
+        rng = np.random.default_rng(shard_seed(spec.seed, i, 1))
         privileged = bool(getattr(self.policy, "privileged", False))
         texts: dict[str, list] = {"initial": [arrow_texts(core.request)], "prompt": [], "candidates": []}
         arrays["candidates"][:, 0] = obs["candidates"]
@@ -276,15 +280,206 @@ class _Run:
             arrays["candidates"][:, t + 1] = obs["candidates"]
         return arrays, texts
 
-    def write_chunk(self, i: int, start: int, arrays: dict, texts: dict):
+    def close(self) -> None:
+        """Stop the envs' worker threads."""
+        for env in self.envs.values():
+            env.close()
+        self.envs.clear()
+
+
+class ChunkWorker:
+    """A Ray actor's state: a :class:`ChunkMaker`, built on the first call (and again after a restart)."""
+
+    def __init__(self, spec: DatasetSpec, make_policy: Callable | None, num_threads: int):
+        self.args = (spec, make_policy, num_threads)
+        self.maker: ChunkMaker | None = None
+
+    def _ready(self) -> ChunkMaker:
+        if self.maker is None:
+            self.maker = ChunkMaker(*self.args)
+        return self.maker
+
+    def facts(self) -> dict[str, Any]:  # noqa: D102 - ChunkMaker.facts
+        return self._ready().facts()
+
+    def make(self, i: int):  # noqa: D102 - ChunkMaker.make
+        return self._ready().make(i)
+
+
+class _Source:
+    """Where chunks come from: ``facts()``, ``submit(indices)``, ``next() -> (i, arrays, table)``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def facts(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def submit(self, indices: list[int]) -> None:
+        raise NotImplementedError
+
+    def next(self) -> tuple[int, dict, Any]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+class _LocalSource(_Source):
+    """Chunks rolled out in this process, in the order they are submitted."""
+
+    def __init__(self, maker: ChunkMaker):
+        self.maker = maker
+        self.queue: list[int] = []
+
+    def facts(self) -> dict[str, Any]:
+        return self.maker.facts()
+
+    def submit(self, indices: list[int]) -> None:
+        self.queue[:0] = indices  # first: a damaged chunk found while assembling is needed next
+
+    def next(self) -> tuple[int, dict, Any]:
+        return self.maker.make(self.queue.pop(0))
+
+    def close(self) -> None:
+        self.maker.close()
+
+
+class _RaySource(_Source):
+    """Chunks rolled out by Ray workers, one shard each; results in the order they finish."""
+
+    def __init__(self, spec: DatasetSpec, make_policy: Callable | None, backend: RayBackend):
+        shards = math.ceil(spec.episodes / spec.chunk)
+        self.pool = WorkerPool(backend, ChunkWorker, (spec, make_policy, backend.threads), shards)
+
+    def facts(self) -> dict[str, Any]:
+        facts = self.pool.call_all("facts")  # every worker builds its world and policy, at once
+        for other in facts[1:]:
+            problems = identity_differences(facts[0]["identity"], other["identity"])
+            if problems:
+                raise ValueError(f"the Ray workers do not build the same world: {problems[0]}; install the same "
+                                 "pasta-t2i, models and files on every node")
+        return facts[0]
+
+    def submit(self, indices: list[int]) -> None:
+        self.pool.submit("make", indices)
+
+    def next(self) -> tuple[int, dict, Any]:
+        return self.pool.next()
+
+    def describe(self) -> str:
+        return f"{self.pool.size} Ray workers"
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class _Run:
+    """One generation run: roll out the missing chunks, then assemble."""
+
+    def __init__(self, out: Path, spec: DatasetSpec, facts: dict[str, Any], source: _Source, identity: dict,
+                 progress: bool):
+        self.out, self.spec, self.facts, self.source, self.identity = out, spec, facts, source, identity
+        self.progress = progress
+        self.partial = out / PARTIAL
+        cfg = spec.config
+        self.layout = Layout(cfg.horizon, cfg.num_candidates, cfg.slate_size, facts["dim"], spec.precision)
+        self.num_chunks = math.ceil(spec.episodes / spec.chunk)
+        self.timings: dict[str, float] = {}
+        self.arrived: set[int] = set()  # chunks written by this run but not yet assembled
+
+    def chunk_path(self, i: int, suffix: str) -> Path:
+        return self.partial / f"chunk-{i:05d}{suffix}"
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        return chunk_bounds(self.spec, i)
+
+    def chunk_written(self, i: int) -> bool:
+        """Whether an earlier run finished chunk ``i`` (its files are read, and checked, when assembled)."""
+        return self.chunk_path(i, ".npz").is_file() and self.chunk_path(i, ".parquet").is_file()
+
+    def read_chunk(self, i: int) -> dict[str, np.ndarray]:
+        a, b = self.bounds(i)
+        arrays = read_npz(self.chunk_path(i, ".npz"), "a dataset chunk", required=ARRAYS)
+        if len(arrays["seeds"]) != b - a:
+            raise FileFormatError(f"{self.chunk_path(i, '.npz')}: {len(arrays['seeds'])} episodes, expected {b - a}")
+        return arrays
+
+    def run(self) -> dict[str, Any]:
+        """Roll out the chunks not yet done while a second thread assembles the dataset, in order.
+
+        The assembler writes the HDF5 file and the Parquet export into
+        ``.partial/build`` as chunks arrive (from disk for chunks an earlier
+        run finished), so writing overlaps the rollouts. An interrupted run
+        leaves the chunks; its half-built files are discarded by the rerun.
+        """
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        self.partial.mkdir(exist_ok=True)
+        done = {i for i in range(self.num_chunks) if self.chunk_written(i)}
+        done_eps = sum(b - a for a, b in map(self.bounds, done))
+        where = self.source.describe()
+        self.bar = tqdm(total=self.spec.episodes, initial=done_eps, unit="ep",
+                        desc="generating" + (f" on {where}" if where else ""),
+                        disable=not self.progress, leave=False, smoothing=0.1)
+        self.chunks_done = len(done)
+        self._postfix()
+        assembler = _Assembler(self)
+        try:
+            self.source.submit([i for i in range(self.num_chunks) if i not in done])
+            for i in range(self.num_chunks):
+                a, b = self.bounds(i)
+                if i in done:
+                    try:
+                        assembler.put(i, self.read_chunk(i), None)
+                        continue
+                    except FileFormatError:  # damaged (e.g. by a disk error): made again
+                        self.bar.update(a - b)
+                        self.chunks_done -= 1
+                        self.source.submit([i])
+                arrays, table = self.wait_for(i)
+                assembler.put(i, arrays, table)
+            self.timings["rollout_s"] = time.perf_counter() - t0
+            checksums, rewards = assembler.finish()
+        except BaseException:
+            assembler.abort()
+            raise
+        finally:
+            self.bar.close()
+        self.timings["generate_and_write_s"] = time.perf_counter() - t0
+        return self.finalize(assembler.build, checksums, rewards)
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(f"chunks {self.chunks_done}/{self.num_chunks}", refresh=False)
+
+    def wait_for(self, i: int) -> tuple[dict, Any]:
+        """Chunk ``i``'s arrays and turn table (``None``: read it from disk); chunks that finish first are written."""
+        while i not in self.arrived:
+            j, arrays, table = self.source.next()
+            self.write_chunk(j, arrays, table)
+            a, b = self.bounds(j)
+            self.chunks_done += 1
+            self._postfix()
+            self.bar.update(b - a)
+            if j == i:
+                return arrays, table
+            self.arrived.add(j)  # on disk; read back when its turn comes (memory stays bounded)
+        self.arrived.discard(i)
+        return self.read_chunk(i), None
+
+    def write_chunk(self, i: int, arrays: dict, table) -> None:
         pq = require("pyarrow.parquet")
-        cands = self.world.candidates
-        table = turn_table(start, arrays, texts, cands.categories, cands.category_of)
         with atomic_path(self.chunk_path(i, ".parquet")) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         with atomic_path(self.chunk_path(i, ".npz")) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)  # last: its presence marks the chunk done
-        return table
 
     def finalize(self, build: Path, checksums: dict[str, str], rewards: np.ndarray) -> dict[str, Any]:
         """Checksum the built files, move them into place, write the manifest (last), drop the chunks."""
@@ -295,13 +490,12 @@ class _Run:
             path = build / rel
             files[rel] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
         shapes = layout.shapes(spec.episodes)
-        cands = self.world.candidates
         manifest = {
             "format": "pasta-t2i trajectories", "format_version": 1,
             "dataset_id": spec.minari_id, "env_id": "PastaT2I-v0", "env_kwargs": spec.env_kwargs(),
             "spec": spec.to_dict(), "prompts_fingerprint": self.identity["prompts_fingerprint"],
             "world": self.identity["world"], "layout": asdict(layout),
-            "categories": cands.category_of.tolist(), "category_names": list(cands.categories),
+            "categories": list(self.facts["category_of"]), "category_names": list(self.facts["categories"]),
             "episodes": spec.episodes, "steps": spec.episodes * layout.horizon,
             "arrays": {k: {"shape": list(shapes[k][0]), "dtype": shapes[k][1].name, "sha256": checksums[k]}
                        for k in ARRAYS},

@@ -58,3 +58,26 @@ def returns_summary(rewards: np.ndarray) -> dict[str, Any]:
     return {"mean": float(returns.mean()), "ci95": ci95(returns),
             "std": sd, "min": float(returns.min()), "max": float(returns.max()),
             "per_turn_mean": rewards.mean(axis=0).tolist()}
+
+
+#: Keys of a manifest's ``env_kwargs`` that are not :class:`~pasta_env.config.EnvConfig` fields.
+WORLD_KEYS = ("world", "prompts", "world_kwargs")
+
+
+def env_config_of(env_kwargs: dict[str, Any], **overrides: Any):
+    """The :class:`~pasta_env.config.EnvConfig` a dataset's env ran with (``overrides`` replace fields)."""
+    from pasta_env.config import EnvConfig
+
+    return EnvConfig(**{**{k: v for k, v in env_kwargs.items() if k not in WORLD_KEYS}, **overrides})
+
+
+def world_of(env_kwargs: dict[str, Any]):
+    """Rebuild the world a dataset's env ran on, with the world options it recorded.
+
+    Raises:
+        ValueError, OSError, DependencyNotInstalled: The world cannot be built here.
+    """
+    from pasta_env.env import build_world
+
+    return build_world(env_kwargs["world"], env_kwargs["prompts"], env_kwargs["num_candidates"],
+                       env_kwargs.get("world_kwargs"))

@@ -12,7 +12,7 @@ import numpy as np
 from pasta_env.core import DYNAMICS_VERSION
 from pasta_env.datasets.identity import identity_differences, world_identity
 from pasta_env.datasets.layout import ARRAYS, Layout
-from pasta_env.datasets.manifest import MANIFEST, PARTIAL, TURNS_FILE, read_manifest
+from pasta_env.datasets.manifest import MANIFEST, PARTIAL, TURNS_FILE, env_config_of, read_manifest, world_of
 from pasta_env.datasets.store import ARRAY_GROUP, DATA_DIR, MAIN_FILE, MINARI_VIEWS, array_sha256, file_sha256, require
 from simulators.files import FileFormatError
 
@@ -301,13 +301,12 @@ def _check_turns(report: VerifyReport, folder: Path, a: dict, layout: Layout) ->
 
 
 def _check_world(report: VerifyReport, manifest: dict):
-    from pasta_env.worlds import make_world
     from simulators.files import fingerprint
 
     kwargs = manifest["env_kwargs"]
     try:
-        world = make_world(kwargs["world"], prompts=kwargs["prompts"], num_candidates=kwargs["num_candidates"])
-    except (ValueError, OSError) as exc:
+        world = world_of(kwargs)
+    except (ValueError, OSError, ImportError) as exc:
         report.add("world", [f"cannot build world {kwargs['world']!r} here ({exc}); no replay"])
         return None
     problems = identity_differences(manifest["world"], world_identity(world))
@@ -319,13 +318,12 @@ def _check_world(report: VerifyReport, manifest: dict):
 
 
 def _replay(report: VerifyReport, manifest: dict, layout: Layout, a: dict, world, n: int, seed: int) -> None:
-    from pasta_env.config import EnvConfig
     from pasta_env.vector_env import PastaT2IVectorEnv
 
     E, H = len(a["seeds"]), layout.horizon
     picked = np.sort(np.random.default_rng(seed).choice(E, min(n, E), replace=False))
-    cfg = {k: v for k, v in manifest["env_kwargs"].items() if k not in ("world", "prompts")}
-    env = PastaT2IVectorEnv(num_envs=len(picked), world=world, config=EnvConfig(**cfg, expose_user_type=True),
+    env = PastaT2IVectorEnv(num_envs=len(picked), world=world,
+                            config=env_config_of(manifest["env_kwargs"], expose_user_type=True),
                             num_threads=1)
     t0 = time.perf_counter()
     dt = np.dtype(layout.precision)

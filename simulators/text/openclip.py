@@ -15,6 +15,7 @@ import io
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,9 @@ class OpenClipEncoder:
 
     Args:
         model_name: An open_clip architecture name (``open_clip.list_models()``),
-            e.g. ``"ViT-H-14"``, or ``"hf-hub:ORG/NAME"``.
+            e.g. ``"ViT-H-14"``, ``"hf-hub:ORG/NAME"``, or the path of an
+            open_clip model-config file ``NAME.json`` (a custom architecture,
+            registered under ``NAME``; each process that loads it registers it).
         pretrained: A pretrained tag (``open_clip.list_pretrained()``), a
             local checkpoint path, or ``None`` for random weights (tests,
             speed measurements).
@@ -58,6 +61,9 @@ class OpenClipEncoder:
         self.device = torch_device(device)
         self.precision = precision or ("bf16" if self.device.type == "cuda" else "fp32")
         self.model_name, self.pretrained = model_name, pretrained
+        self.config: dict[str, Any] | None = None
+        if model is None and str(model_name).endswith(".json"):
+            model_name = self._register_config(open_clip, model_name)
         if model is None:
             if pretrained is not None and not os.path.exists(pretrained) and \
                     pretrained not in open_clip.list_pretrained_tags_by_model(model_name):
@@ -85,6 +91,19 @@ class OpenClipEncoder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.cache_size = int(cache_size)
 
+    def _register_config(self, open_clip, path: str) -> str:
+        """Register the model config file ``path`` with open_clip; the architecture's name (the file's stem)."""
+        import json
+
+        try:
+            self.config = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the open_clip model config {path!r} ({exc}); give an architecture "
+                             "name (open_clip.list_models()) or an open_clip model-config JSON file") from None
+        open_clip.add_model_config(path)
+        self.model_name = Path(path).stem
+        return self.model_name
+
     @property
     def dim(self) -> int:
         """Dimension of the joint embedding space."""
@@ -92,7 +111,10 @@ class OpenClipEncoder:
 
     def identity(self) -> dict[str, Any]:
         """What fixes this encoder's outputs (for dataset fingerprints)."""
-        return {"model": self.model_name, "pretrained": self.pretrained, "precision": self.precision}
+        out: dict[str, Any] = {"model": self.model_name, "pretrained": self.pretrained, "precision": self.precision}
+        if self.config is not None:
+            out["config"] = self.config
+        return out
 
     def _unit(self, x) -> np.ndarray:
         x = x.float()

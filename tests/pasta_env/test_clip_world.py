@@ -1,28 +1,23 @@
 """World "clip" on real open_clip, diffusers and transformers classes, tiny and randomly initialised here.
 
-The models are built in the test (see ``tests/tiny_models.py``), saved, and
+The models are built in the test (see ``benchmarks/tiny_models.py``), saved, and
 loaded back by name or path through the same code a researcher's weights
 take. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import tiny_models  # noqa: E402
-
-from pasta_env.clip_world import make_clip_world  # noqa: E402
-from pasta_env.env import PastaT2IEnv  # noqa: E402
-from pasta_env.vector_env import PastaT2IVectorEnv  # noqa: E402
-from simulators.contract import ImageEncoder, PromptEncoder, TextToImage  # noqa: E402
-from simulators.images.diffusion import DiffusersTextToImage  # noqa: E402
-from simulators.text.openclip import OpenClipEncoder  # noqa: E402
+from benchmarks import tiny_models
+from pasta_env.clip_world import make_clip_world
+from pasta_env.env import PastaT2IEnv
+from pasta_env.vector_env import PastaT2IVectorEnv
+from simulators.contract import ImageEncoder, PromptEncoder, TextToImage
+from simulators.images.diffusion import DiffusersTextToImage
+from simulators.text.openclip import OpenClipEncoder
 
 PROMPTS = ["a red fox in a snowy forest", "a bowl of ramen", "a lighthouse at dusk"]
 SLATE = np.array([0, 5, 10, 15])

@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised models of the real classes the clip world loads, built in the test itself.
+"""Tiny, randomly initialised models of the real classes the clip world loads, for tests and smoke benchmarks.
 
 open_clip (a registered tiny config loaded by name), a diffusers Stable
 Diffusion pipeline (tiny UNet, VAE and CLIP text model, saved to a folder and
@@ -10,20 +10,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 TINY_CLIP = "pasta-tiny-clip"
 
 
-def register_tiny_open_clip(folder: Path) -> str:
-    """Register an open_clip config ``pasta-tiny-clip`` (32-d, one layer per tower) and return its name."""
-    import open_clip
+def tiny_open_clip_config(folder: Path) -> str:
+    """Write the open_clip model config ``pasta-tiny-clip.json`` (32-d, one layer per tower); returns its path.
 
+    The path is itself a ``clip_model`` (the encoder registers it in whichever
+    process loads it, a Ray worker too).
+    """
     cfg = {"embed_dim": 32,
            "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
     path = Path(folder) / f"{TINY_CLIP}.json"
     path.write_text(json.dumps(cfg))
-    open_clip.add_model_config(path)
+    return str(path)
+
+
+def register_tiny_open_clip(folder: Path) -> str:
+    """Register the open_clip config ``pasta-tiny-clip`` in this process and return its name."""
+    import open_clip
+
+    open_clip.add_model_config(tiny_open_clip_config(folder))
     return TINY_CLIP
 
 
@@ -75,7 +85,7 @@ def save_tiny_diffusion_pipeline(folder: Path) -> str:
     text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=16,
                                         intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
                                         vocab_size=len(tokenizer), max_position_embeddings=77))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+    pipe: Any = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
                                    scheduler=EulerDiscreteScheduler(steps_offset=1), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     out = folder / "pipeline"
@@ -104,3 +114,15 @@ def save_tiny_chat_model(folder: Path) -> str:
     model.save_pretrained(out)
     fast.save_pretrained(out)
     return str(out)
+
+
+def tiny_clip_world_options(folder: Path, cache: str | None = None, chat: bool = False) -> dict:
+    """World options (JSON values) of a clip world on tiny models saved under ``folder``: loadable in any process."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    options = {"clip_model": tiny_open_clip_config(folder), "clip_pretrained": save_tiny_open_clip_weights(folder),
+               "t2i_model": save_tiny_diffusion_pipeline(folder), "t2i_steps": 2, "image_size": 32,
+               "device": "cpu", "cache_dir": cache}
+    if chat:
+        options["lmm_model"] = save_tiny_chat_model(folder)
+    return options
