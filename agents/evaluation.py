@@ -19,9 +19,10 @@ declares ``privileged = True`` (the oracle).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,30 +171,27 @@ def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
                          "passing expose_user_type")
     start = time.perf_counter()
     blocks = [(b, a, min(num_envs, episodes - a)) for b, a in enumerate(range(0, episodes, num_envs))]
-    bar = _progress(episodes, progress, "" if backend is None else " on Ray")
     parts: dict[int, dict] = {}
-    try:
+    with contextlib.ExitStack() as stack:  # the world is built (bad input refused) before the progress bar shows
         if backend is None:
-            with Evaluator(agents, seed, prompts, env_kwargs) as evaluator:
-                facts = evaluator.facts()
-                for block in blocks:
-                    parts[block[0]] = evaluator.play(block)
-                    bar.update(block[2])
+            evaluator = stack.enter_context(Evaluator(agents, seed, prompts, env_kwargs))
+            facts = evaluator.facts()
+            played: Iterator[dict] = (evaluator.play(block) for block in blocks)
         else:
             specs = [a for a in agents if isinstance(a, str)]
             if len(specs) != len(agents):
                 raise ValueError("with the Ray backend give agents by name (NAME or NAME:MODEL): each worker "
                                  "builds them itself")
-            with WorkerPool(backend, Evaluator, (specs, seed, prompts, env_kwargs, backend.threads),
-                            len(blocks)) as pool:
-                facts = pool.call_all("facts")[0]
-                pool.submit("play", blocks)
-                for _ in blocks:
-                    out = pool.next()
-                    parts[out["block"]] = out
-                    bar.update(out["episodes"])
-    finally:
-        bar.close()
+            pool = stack.enter_context(WorkerPool(backend, Evaluator, (specs, seed, prompts, env_kwargs,
+                                                                        backend.threads), len(blocks)))
+            facts = pool.call_all("facts")[0]
+            pool.submit("play", blocks)
+            played = (pool.next() for _ in blocks)
+        bar = stack.enter_context(contextlib.closing(_progress(episodes, progress,
+                                                               "" if backend is None else " on Ray")))
+        for out in played:
+            parts[out["block"]] = out
+            bar.update(out["episodes"])
     names = facts["names"]
     settings = {"episodes": episodes, "seed": seed, "num_envs": num_envs, "world": facts["world"],
                 "prompts": _prompt_source(prompts), **facts["config"]}

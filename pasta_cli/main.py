@@ -246,6 +246,23 @@ def cmd_bench_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ray(args: argparse.Namespace) -> int:
+    """Benchmark generation on Ray: start-up, 1 vs 2 workers, and a projection of 30,000 clip trajectories to GPUs."""
+    from benchmarks import ray_scaling
+
+    _positive(episodes=args.episodes, chunk=args.chunk, clip_chunk=args.clip_chunk)
+    try:
+        workers = tuple(int(w) for w in args.workers.split(","))
+    except ValueError:
+        raise ValueError(f"--workers takes comma-separated integers, got {args.workers!r}") from None
+    if not workers or min(workers) < 1 or args.clip_episodes < 0 or (args.turn_s is not None and args.turn_s <= 0):
+        raise ValueError("--workers must list positive counts, --clip-episodes be >= 0 and --turn-s > 0")
+    _outputs(json=args.json)
+    ray_scaling.run(args.episodes, args.chunk, args.clip_episodes, args.clip_chunk, workers, args.clip_turn,
+                    args.turn_s, args.json)
+    return 0
+
+
 def cmd_make_synthetic_data(args: argparse.Namespace) -> int:
     """Write planted preference data (pairs, ratings, choices, true types)."""
     from pasta_env.synthetic_data import SyntheticDataConfig, generate
@@ -579,6 +596,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="paired episodes per agent for the float16 measurement (0: skip)")
     bd.add_argument("--out", default=None, help="keep the dataset here (default: a temporary folder)")
     bd.add_argument("--json", default="results/datasets.json", help="where to write the figures")
+
+    br = command("bench-ray", cmd_bench_ray)
+    br.add_argument("--episodes", type=int, default=20000, help="synthetic-world episodes per run")
+    br.add_argument("--chunk", type=int, default=1024, help="episodes per shard in the synthetic world")
+    br.add_argument("--clip-episodes", type=int, default=48,
+                    help="clip-world episodes per run, on tiny models (0 skips the clip world)")
+    br.add_argument("--clip-chunk", type=int, default=8, help="episodes per shard in the clip world")
+    br.add_argument("--workers", default="1,2", help="Ray worker counts to measure")
+    br.add_argument("--clip-turn", action="append", default=None, metavar="JSON",
+                    help="per-turn GPU costs written by benchmarks.clip_turn (default: the shipped H100 figures)")
+    br.add_argument("--turn-s", type=float, default=None,
+                    help="project from this many seconds per user-turn instead (e.g. 0.3)")
+    br.add_argument("--json", default="results/ray_scaling.json", help="where to write the figures")
 
     mk = command("make-synthetic-data", cmd_make_synthetic_data)
     mk.add_argument("--k", type=int, default=8, help="types of the planted model")

@@ -339,9 +339,9 @@ def seeds_from_uniforms(uniforms: np.ndarray, salt: int = 0) -> np.ndarray:
         int64 seeds of the same shape.
     """
     u = np.asarray(uniforms, dtype=np.float64)
-    base = (u * 2.0 ** 31).astype(np.int64)
+    base = (u.reshape(-1) * 2.0 ** 31).astype(np.int64)  # an array, not a scalar: it wraps silently
     mixed = (base * 0x9E3779B1 + (salt & 0x7FFFFFFF) * 0x85EBCA77) & 0x7FFFFFFF
-    return mixed.astype(np.int64)
+    return mixed.astype(np.int64).reshape(u.shape)
 
 
 def text_hash(text: str) -> int:
