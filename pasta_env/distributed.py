@@ -104,17 +104,23 @@ def _start_ray(ray, backend: RayBackend) -> bool:
 
 
 def _worker_count(ray, backend: RayBackend, shards: int) -> int:
-    if backend.num_workers is not None:
-        return min(backend.num_workers, max(shards, 1))
+    """Workers to start: as asked (if the cluster can hold them), else as many as it holds; at most one per shard.
+
+    Raises:
+        WorkerError: The cluster cannot hold the workers asked for (their actors would wait forever).
+    """
     resources = ray.cluster_resources()
-    fits = int(resources.get("CPU", 1) // backend.cpus_per_worker)
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    fits = int(cpus // backend.cpus_per_worker)
     if backend.gpus_per_worker > 0:
-        gpus = resources.get("GPU", 0)
-        if gpus < backend.gpus_per_worker:
-            raise WorkerError(f"--gpus-per-worker {backend.gpus_per_worker:g}, but the Ray cluster has "
-                              f"{gpus:g} GPUs; lower it (0 runs on CPUs) or join a cluster with GPUs")
         fits = min(fits, int(gpus // backend.gpus_per_worker))
-    return max(1, min(fits, shards))
+    if fits < 1 or (backend.num_workers is not None and backend.num_workers > fits):
+        want = backend.num_workers or 1
+        gpu = f" and {backend.gpus_per_worker:g} GPUs" if backend.gpus_per_worker > 0 else ""
+        raise WorkerError(f"{want} Ray workers of {backend.cpus_per_worker:g} CPUs{gpu} each do not fit the cluster "
+                          f"({cpus:g} CPUs, {gpus:g} GPUs); lower --num-workers, --cpus-per-worker or "
+                          "--gpus-per-worker, or add nodes")
+    return max(1, min(backend.num_workers or fits, shards))
 
 
 class WorkerPool:

@@ -232,3 +232,15 @@ def test_the_clip_world_on_ray_equals_one_process_and_its_options_are_recorded(l
     capsys.readouterr()
     assert main([*args, "--world-option", "clip_size=3", "--out", str(tmp_path / "bad")]) == 2
     assert "takes no option 'clip_size'" in capsys.readouterr().err
+
+
+def test_workers_the_cluster_cannot_hold_are_refused_before_anything_waits(local_ray, tmp_path):
+    for backend in (RayBackend(num_workers=3), RayBackend(gpus_per_worker=1), RayBackend(cpus_per_worker=4)):
+        with pytest.raises(WorkerError, match="do not fit the cluster"):
+            generate(tmp_path / "x", SPEC, progress=False, backend=backend)
+        with pytest.raises(WorkerError, match="do not fit the cluster"):
+            evaluate(["random"], episodes=8, num_envs=4, progress=False, backend=backend)
+    assert not (tmp_path / "x").exists()
+    for bad in ({"num_workers": 0}, {"gpus_per_worker": -1}, {"cpus_per_worker": 0}, {"max_restarts": -1}):
+        with pytest.raises(ValueError):
+            RayBackend(**bad)
