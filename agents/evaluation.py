@@ -32,6 +32,7 @@ import numpy as np
 from agents import make_agent
 from agents.model_based import type_log_posterior
 from pasta_env import ENV_ID
+from pasta_env.datasets.identity import same_world, world_identity
 from pasta_env.distributed import RayBackend, WorkerPool, one_blas_thread, shard_seed
 from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
 from pasta_env.stats import ci95
@@ -184,7 +185,7 @@ def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
                                  "builds them itself")
             pool = stack.enter_context(WorkerPool(backend, Evaluator, (specs, seed, prompts, env_kwargs,
                                                                         backend.threads), len(blocks)))
-            facts = pool.call_all("facts")[0]
+            facts = same_world(pool.call_all("facts"))
             pool.submit("play", blocks)
             played = (pool.next() for _ in blocks)
         bar = stack.enter_context(contextlib.closing(_progress(episodes, progress,
@@ -269,7 +270,8 @@ class Evaluator:
     def facts(self) -> dict[str, Any]:
         """The agents' names, the world's name and the env's settings."""
         self._build()
-        return {"names": self.names, "world": self.world.name, "config": self.config.to_dict()}
+        return {"names": self.names, "world": self.world.name, "config": self.config.to_dict(),
+                "identity": world_identity(self.world)}
 
     def play(self, block: tuple[int, int, int]) -> dict[str, Any]:
         """Play block ``(index, first episode, episodes)`` with every agent; per-agent arrays and seconds."""

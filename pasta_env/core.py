@@ -120,6 +120,7 @@ class BatchCore:
         self.turn = 0
         self._expected = config.reward == "expected"
         self._users = np.arange(B)
+        self._no_choice = np.full(B, -1, np.int64)
         # Each turn's uniforms, as views of u (written in place at every reset).
         lay = self.layout
         self._u_cands = [self.u[:, lay.candidates(t)] for t in range(H + 1)]
@@ -182,13 +183,16 @@ class BatchCore:
     def _propose(self) -> None:
         self.cands = self.world.candidates.generate(self.cur, self._u_cands[self.turn])
 
-    def step(self, slate: np.ndarray) -> np.ndarray:
+    def step(self, slate: np.ndarray, choice: np.ndarray | None = None) -> np.ndarray:
         """Advance every episode by one turn.
 
         Args:
             slate: ``(B, L)`` valid candidate indices; a repeated index is
                 replaced as :func:`pasta_env.spaces.distinct_slates` says, and
                 :attr:`slate` holds what was shown.
+            choice: ``(B,)`` columns chosen from outside (people), ``-1`` where
+                the simulated user chooses; ``None``: the simulated users
+                choose (their draws are consumed either way).
 
         Returns:
             ``(B,)`` rewards.
@@ -205,8 +209,9 @@ class BatchCore:
         probs = users.choice_probs(util)
         self.utilities[:] = util
         self.choice_probs[:] = probs
+        forced = self._no_choice if choice is None else np.asarray(choice, np.int64)
         kernels().record_turn(
-            t, self.choice_probs, self.utilities, self._u_choice[t], self.slate_prompts.embeddings, self.images,
+            t, self.choice_probs, self.utilities, self._u_choice[t], forced, self.slate_prompts.embeddings, self.images,
             self._expected, self.choice, self.reward, self.hist_prompts, self.hist_images, self.hist_choices,
             self.hist_mask, self.hist_slate_prompts, self.hist_slate_images, self.cur_emb)
         self.cur = self.cands.take_columns(slate[self._users, self.choice])

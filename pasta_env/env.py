@@ -177,6 +177,9 @@ class PastaT2IEnv(gym.Env):
         return self._obs(), self._info(stepped=False)
 
     def step(self, action):
+        return self._step(action, None)
+
+    def _step(self, action, choice: np.ndarray | None):
         if not self._started:
             raise gym.error.ResetNeeded("call reset() before step()")
         core = self._core
@@ -184,8 +187,30 @@ class PastaT2IEnv(gym.Env):
             raise EpisodeEndedError(
                 f"the episode ended after {self.config.horizon} turns; call reset() to start a new one")
         slate = validate_actions(action, None, self.config)
-        reward = core.step(slate[None, :])
-        return self._obs(), float(reward[0]), core.done, False, self._info(stepped=True)
+        reward = core.step(slate[None, :], choice)
+        info = self._info(stepped=True)
+        if choice is not None:
+            info["chosen_by"] = "given"
+        return self._obs(), float(reward[0]), core.done, False, info
+
+    def step_with_choice(self, action, column: int):
+        """:meth:`step`, with the column chosen from outside instead of by the simulated user.
+
+        For people in the loop (``pasta serve``) and for replaying recorded
+        choices: the slate is shown and rendered as in :meth:`step`, the
+        given column is the choice (the simulated user's draw is consumed
+        and ignored), and the episode goes on from the chosen prompt. The
+        reward is the chosen column's utility under the simulated user,
+        which means little when a person chose; ``info["chosen_by"]`` is
+        ``"given"``.
+
+        Raises:
+            ValueError: ``column`` is not a column of the slate.
+        """
+        if not isinstance(column, (int, np.integer)) or isinstance(column, bool) \
+                or not 0 <= column < self.config.slate_size:
+            raise ValueError(f"column must be an integer in 0..{self.config.slate_size - 1}, got {column!r}")
+        return self._step(action, np.array([column], np.int64))
 
     def render(self) -> str | np.ndarray | None:  # type: ignore[override]  # ansi text or an RGB frame
         if self.render_mode == "ansi":

@@ -14,7 +14,7 @@ from simulators.jit import compiled
 
 
 @compiled()
-def record_turn(t, probs, util, u_choice, slate_emb, images, expected, choice, reward, hist_prompts,
+def record_turn(t, probs, util, u_choice, forced, slate_emb, images, expected, choice, reward, hist_prompts,
                 hist_images, hist_choices, hist_mask, hist_slate_prompts, hist_slate_images,
                 current):  # pragma: no cover - compiled
     """Draw each user's column and write turn ``t`` into the history.
@@ -24,6 +24,7 @@ def record_turn(t, probs, util, u_choice, slate_emb, images, expected, choice, r
         probs, util: ``(B, L)`` choice probabilities and column utilities.
         u_choice: ``(B,)`` the choice's uniforms: the chosen column is the
             number of cumulative probabilities below it (at most ``L - 1``).
+        forced: ``(B,)`` a column chosen from outside (a person), or -1 to draw it.
         slate_emb: ``(B, L, d)`` shown prompts.
         images: ``(B, L, M, d)`` their images.
         expected: Reward the expected utility instead of the chosen one.
@@ -41,6 +42,8 @@ def record_turn(t, probs, util, u_choice, slate_emb, images, expected, choice, r
             if acc < u_choice[b]:
                 c += 1
         c = min(c, L - 1)
+        if forced[b] >= 0:
+            c = forced[b]
         choice[b] = c
         if expected:
             r = np.float32(0.0)

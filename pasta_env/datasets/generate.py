@@ -38,7 +38,7 @@ import numpy as np
 
 from pasta_env.config import EnvConfig
 from pasta_env.core import DYNAMICS_VERSION
-from pasta_env.datasets.identity import identity_differences, world_identity
+from pasta_env.datasets.identity import same_world, world_identity
 from pasta_env.datasets.layout import ARRAYS, PRECISIONS, Layout
 from pasta_env.datasets.manifest import MANIFEST, PARTIAL, TURNS_FILE, read_manifest, returns_summary
 from pasta_env.datasets.store import DATA_DIR, MAIN_FILE, HDF5Writer, env_spec_for, file_sha256, require
@@ -359,13 +359,7 @@ class _RaySource(_Source):
         self.pool = WorkerPool(backend, ChunkWorker, (spec, make_policy, backend.threads), shards)
 
     def facts(self) -> dict[str, Any]:
-        facts = self.pool.call_all("facts")  # every worker builds its world and policy, at once
-        for other in facts[1:]:
-            problems = identity_differences(facts[0]["identity"], other["identity"])
-            if problems:
-                raise ValueError(f"the Ray workers do not build the same world: {problems[0]}; install the same "
-                                 "pasta-t2i, models and files on every node")
-        return facts[0]
+        return same_world(self.pool.call_all("facts"))  # every worker builds its world and policy, at once
 
     def submit(self, indices: list[int]) -> None:
         self.pool.submit("make", indices)

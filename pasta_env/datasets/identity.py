@@ -77,18 +77,37 @@ def world_identity(world: World) -> dict[str, Any]:
     }
 
 
-def identity_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """What differs between a recorded world identity and the current one, in words (empty: the same)."""
+def identity_differences(recorded: dict[str, Any], current: dict[str, Any],
+                         names: tuple[str, str] = ("the dataset", "this installation")) -> list[str]:
+    """What differs between a recorded world identity and the current one, in words (empty: the same).
+
+    ``names`` say whose the two identities are, for the messages.
+    """
+    first, second = names
     problems = []
     for key in ("name", "dim", "categories", "user_types", "initial_prompts"):
         if recorded.get(key) != current.get(key):
-            problems.append(f"world {key}: the dataset has {json.dumps(recorded.get(key))}, "
-                            f"this installation {json.dumps(current.get(key))}")
+            problems.append(f"world {key}: {first} has {json.dumps(recorded.get(key))}, "
+                            f"{second} {json.dumps(current.get(key))}")
     words = {"encoder": "text encoder", "candidates": "candidate generator (and its phrase space)",
              "images": "image model", "user_model": "user model", "initial_prompts": "initial-prompt pool"}
     rec, cur = recorded.get("fingerprints", {}), current.get("fingerprints", {})
     for part in PARTS:
         if rec.get(part) != cur.get(part):
-            problems.append(f"the {words[part]} differs from the one installed (fingerprint "
-                            f"{rec.get(part)} in the dataset, {cur.get(part)} here)")
+            problems.append(f"the {words[part]} differs (fingerprint {rec.get(part)} in {first}, "
+                            f"{cur.get(part)} in {second})")
     return problems
+
+
+def same_world(facts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first of several workers' facts (each with an ``identity``), if all built the same world.
+
+    Raises:
+        ValueError: Two workers built different worlds (the message names the first difference).
+    """
+    for i, other in enumerate(facts[1:], 1):
+        problems = identity_differences(facts[0]["identity"], other["identity"], ("worker 0", f"worker {i}"))
+        if problems:
+            raise ValueError(f"the Ray workers do not build the same world: {problems[0]}; install the same "
+                             "pasta-t2i, models and files on every node")
+    return facts[0]

@@ -228,5 +228,5 @@ def test_the_clip_world_has_a_stable_identity_that_names_what_differs(models, tm
     assert a == b and a["name"] == "clip" and a["dim"] == 32
     c = world_identity(make_clip_world(prompts=PROMPTS, **_options(models, tmp_path / "cache", t2i_steps=3)))
     assert identity_differences(a, c) == [
-        f"the image model differs from the one installed (fingerprint {a['fingerprints']['images']} in the "
-        f"dataset, {c['fingerprints']['images']} here)"]
+        f"the image model differs (fingerprint {a['fingerprints']['images']} in the dataset, "
+        f"{c['fingerprints']['images']} in this installation)"]

@@ -309,3 +309,28 @@ def test_a_config_object_replaces_the_loose_arguments():
         PastaT2IEnv(config=cfg, slate_size=2, horizon=4)
     with pytest.raises(ValueError, match="config must be an EnvConfig, got dict"):
         PastaT2IEnv(config={"horizon": 2})
+
+
+def test_a_column_chosen_from_outside_drives_the_episode():
+    slates = np.random.default_rng(5).integers(0, 25, (5, 4))
+    free, given, other = (gym.make(ENV_ID, expose_user_type=True).unwrapped for _ in range(3))
+    assert isinstance(given, PastaT2IEnv) and isinstance(other, PastaT2IEnv)
+    for env in (free, given, other):
+        env.reset(seed=9)
+    for t, slate in enumerate(slates):  # given the column the simulated user draws, nothing else changes
+        obs_f, r_f, *_, info_f = free.step(slate)
+        obs_g, r_g, *_, info_g = given.step_with_choice(slate, info_f["choice"])
+        assert info_g["chosen_by"] == "given" and "chosen_by" not in info_f
+        assert r_f == r_g and info_f["choice"] == info_g["choice"]
+        for k in obs_f:
+            np.testing.assert_array_equal(obs_f[k], obs_g[k], err_msg=f"turn {t}: {k}")
+    free.reset(seed=9)
+    _, _, *_, drawn = free.step(slates[0])
+    column = (drawn["choice"] + 1) % 4  # another column than the user's: the episode follows it
+    obs, reward, *_, info = other.step_with_choice(slates[0], column)
+    assert info["choice"] == column and obs["history_choices"][0] == column
+    np.testing.assert_array_equal(obs["current_prompt"], obs["history_slate_prompts"][0, column])
+    assert reward == pytest.approx(float(info["utilities"][column]))
+    for bad in (4, -1, 1.0, True):
+        with pytest.raises(ValueError, match="column must be an integer"):
+            other.step_with_choice(slates[1], bad)
