@@ -184,7 +184,7 @@ class BatchCore:
         self.cands = self.world.candidates.generate(self.cur, self._u_cands[self.turn])
 
     def step(self, slate: np.ndarray, choice: np.ndarray | None = None) -> np.ndarray:
-        """Advance every episode by one turn.
+        """Advance every episode by one turn: :meth:`show` the slate, then :meth:`choose`.
 
         Args:
             slate: ``(B, L)`` valid candidate indices; a repeated index is
@@ -197,6 +197,11 @@ class BatchCore:
         Returns:
             ``(B,)`` rewards.
         """
+        self.show(slate)
+        return self.choose(choice)
+
+    def show(self, slate: np.ndarray) -> None:
+        """Show a slate: render its images and score them for the users (the first half of :meth:`step`)."""
         world, t = self.world, self.turn
         slate = distinct_slates(slate, self.config.num_candidates)
         self.slate[:] = slate
@@ -209,12 +214,22 @@ class BatchCore:
         probs = users.choice_probs(util)
         self.utilities[:] = util
         self.choice_probs[:] = probs
+
+    def choose(self, choice: np.ndarray | None = None) -> np.ndarray:
+        """The users choose among the shown columns (or are given ``choice``); the turn is recorded.
+
+        The second half of :meth:`step`; call :meth:`show` first.
+
+        Returns:
+            ``(B,)`` rewards.
+        """
+        t = self.turn
         forced = self._no_choice if choice is None else np.asarray(choice, np.int64)
         kernels().record_turn(
             t, self.choice_probs, self.utilities, self._u_choice[t], forced, self.slate_prompts.embeddings, self.images,
             self._expected, self.choice, self.reward, self.hist_prompts, self.hist_images, self.hist_choices,
             self.hist_mask, self.hist_slate_prompts, self.hist_slate_images, self.cur_emb)
-        self.cur = self.cands.take_columns(slate[self._users, self.choice])
+        self.cur = self.cands.take_columns(self.slate[self._users, self.choice])
         self.turn = t + 1
         self._turn.fill(t + 1)
         self._propose()  # the final observation shows the chosen prompt's expansions too

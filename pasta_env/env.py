@@ -161,7 +161,7 @@ class PastaT2IEnv(gym.Env):
         self.action_space = action_space(self.config)
         cats = self.world.candidates.categories
         self._category_names = tuple(cats[c] for c in self._core.categories)
-        self._started = False
+        self._started = self._showing = False
 
     @property
     def core(self) -> BatchCore:
@@ -174,35 +174,64 @@ class PastaT2IEnv(gym.Env):
         types = forced_types(options, 1, self.world.user_model.num_types)
         core.reset(core.draw_uniforms([self.np_random]), types)
         self._started = True
+        self._showing = False
         return self._obs(), self._info(stepped=False)
 
     def step(self, action):
-        return self._step(action, None)
+        slate = self._check_step(action)
+        reward = self._core.step(slate[None, :])
+        self._showing = False
+        return self._obs(), float(reward[0]), self._core.done, False, self._info(stepped=True)
 
-    def _step(self, action, choice: np.ndarray | None):
+    def _check_step(self, action) -> np.ndarray:
         if not self._started:
             raise gym.error.ResetNeeded("call reset() before step()")
-        core = self._core
-        if core.done:
+        if self._core.done:
             raise EpisodeEndedError(
                 f"the episode ended after {self.config.horizon} turns; call reset() to start a new one")
-        slate = validate_actions(action, None, self.config)
-        reward = core.step(slate[None, :], choice)
+        return validate_actions(action, None, self.config)
+
+    def show(self, action) -> dict[str, Any]:
+        """Show a slate without letting the simulated user choose: its images are rendered, nothing is recorded.
+
+        The first half of a step for people in the loop (``pasta serve``):
+        show the slate, let a person look at its images
+        (``env.core.pixels`` in worlds with pixels, or :meth:`render`), then
+        :meth:`choose` their column. Showing again replaces the slate.
+
+        Returns:
+            ``slate`` (the shown indices, repeats filled) and ``slate_texts``.
+        """
+        slate = self._check_step(action)
+        self._core.show(slate[None, :])
+        self._showing = True
+        return {"slate": self._core.slate[0].copy(), "slate_texts": LazyTexts(self._core.slate_prompts, row=0)}
+
+    def choose(self, column: int):
+        """The second half: ``column`` of the shown slate is chosen; returns what :meth:`step` returns.
+
+        The simulated user's draw is consumed and ignored; the reward is the
+        chosen column's utility under the simulated user (which means little
+        when a person chose); ``info["chosen_by"]`` is ``"given"``.
+
+        Raises:
+            ValueError: No slate is shown, or ``column`` is not one of its columns.
+        """
+        if not self._showing:
+            raise ValueError("show(action) a slate before choose(column)")
+        if not isinstance(column, (int, np.integer)) or isinstance(column, bool) \
+                or not 0 <= column < self.config.slate_size:
+            raise ValueError(f"column must be an integer in 0..{self.config.slate_size - 1}, got {column!r}")
+        reward = self._core.choose(np.array([column], np.int64))
+        self._showing = False
         info = self._info(stepped=True)
-        if choice is not None:
-            info["chosen_by"] = "given"
-        return self._obs(), float(reward[0]), core.done, False, info
+        info["chosen_by"] = "given"
+        return self._obs(), float(reward[0]), self._core.done, False, info
 
     def step_with_choice(self, action, column: int):
-        """:meth:`step`, with the column chosen from outside instead of by the simulated user.
+        """:meth:`step` with the column chosen from outside: :meth:`show`, then :meth:`choose`.
 
-        For people in the loop (``pasta serve``) and for replaying recorded
-        choices: the slate is shown and rendered as in :meth:`step`, the
-        given column is the choice (the simulated user's draw is consumed
-        and ignored), and the episode goes on from the chosen prompt. The
-        reward is the chosen column's utility under the simulated user,
-        which means little when a person chose; ``info["chosen_by"]`` is
-        ``"given"``.
+        For replaying recorded choices, and people in the loop.
 
         Raises:
             ValueError: ``column`` is not a column of the slate.
@@ -210,7 +239,8 @@ class PastaT2IEnv(gym.Env):
         if not isinstance(column, (int, np.integer)) or isinstance(column, bool) \
                 or not 0 <= column < self.config.slate_size:
             raise ValueError(f"column must be an integer in 0..{self.config.slate_size - 1}, got {column!r}")
-        return self._step(action, np.array([column], np.int64))
+        self.show(action)
+        return self.choose(column)
 
     def render(self) -> str | np.ndarray | None:  # type: ignore[override]  # ansi text or an RGB frame
         if self.render_mode == "ansi":

@@ -11,6 +11,7 @@ from simulators.errors import DependencyNotInstalled
 EXTRAS = {
     "torch": "clip", "open_clip": "openclip", "diffusers": "diffusers", "transformers": "lmm",
     "sentence_transformers": "minilm", "PIL": "clip", "ray": "ray",
+    "fastapi": "serve", "uvicorn": "serve",
 }
 
 

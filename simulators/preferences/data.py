@@ -8,6 +8,8 @@ A dataset is a folder::
       choices.jsonl     {"user_id", "trajectory_id", "turn", "initial_prompt",
                          "prompts": [L], "images": [[M image ids] * L], "chosen"}
       embeddings.npz    prompt_keys, prompt_emb (P, d), image_keys, image_emb (I, d)
+      embeddings/*.npz  more of the same, one file per append (optional; how
+                        ``pasta serve`` records a turn without rewriting a file)
       users.jsonl       {"user_id", "type", "type_name"?}   (optional: true types, for evaluation)
 
 Each ``.jsonl`` file is optional; at least one must hold records. ``label``
@@ -211,6 +213,14 @@ def read_dataset(folder: str | os.PathLike,
     if not any(p.is_file() for p in files.values()):
         raise FileNotFoundError(f"{str(folder)!r} holds none of {', '.join(p.name for p in files.values())}")
     table = _load_embeddings(folder / "embeddings.npz")
+    for shard in sorted((folder / "embeddings").glob("*.npz")) if (folder / "embeddings").is_dir() else []:
+        more = _load_embeddings(shard)
+        for kind in ("prompt", "image"):
+            if len(more[kind]["keys"]):
+                have = table[kind]
+                table[kind] = more[kind] if not len(have.get("keys", ())) else {
+                    "keys": np.concatenate([have["keys"], more[kind]["keys"]]),
+                    "emb": np.concatenate([have["emb"], more[kind]["emb"].astype(have["emb"].dtype)])}
     users, prompts, images = _Index(), _Index(), _Index()
     records: dict[str, dict[str, np.ndarray]] = {}
     where_image: dict[str, str] = {}

@@ -334,3 +334,11 @@ def test_a_column_chosen_from_outside_drives_the_episode():
     for bad in (4, -1, 1.0, True):
         with pytest.raises(ValueError, match="column must be an integer"):
             other.step_with_choice(slates[1], bad)
+    with pytest.raises(ValueError, match="before choose"):
+        other.choose(0)
+    shown = other.show(slates[1])  # show, look, show another slate, then choose: only the last one counts
+    assert list(shown["slate_texts"]) and len(shown["slate"]) == 4
+    last = other.show(slates[2])
+    obs, *_, info = other.choose(2)
+    assert obs["turn"] == 2 and list(info["slate"]) == list(last["slate"]) and info["choice"] == 2
+    np.testing.assert_array_equal(obs["history_slate_prompts"][1, 2], obs["current_prompt"])

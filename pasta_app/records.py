@@ -1,0 +1,182 @@
+"""The app's data folder: access tokens, sessions and turns, appended and flushed one record at a time.
+
+Layout (a preference-data folder, :mod:`simulators.preferences.data`, plus
+the app's own files)::
+
+    DIR/
+      access.json       SHA-256 of the admin token and of each rater's invite token
+      sessions.jsonl    {"session", "rater", "agent", "seed", "prompt", "world", "created"} per session
+      choices.jsonl     one record per turn: the preference format's choice fields
+                        (user_id = rater, trajectory_id = session, turn, initial_prompt,
+                        prompts, images, chosen) and the app's: session, agent, answer
+                        (Better / Same / Worse from turn 2 on), slate, shown_at, chosen_at
+      embeddings/       one .npz per turn: the shown prompts' and images' embeddings
+
+A turn is recorded by writing its embeddings file (to a temporary name, then
+renamed), then appending its line to ``choices.jsonl`` in one write, flushed
+and synced: the line is what makes the turn recorded. A server killed at any
+moment loses at most the turn in flight; :meth:`DataFolder.open` drops a
+line cut short by a kill, and embeddings files no line refers to are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulators.atomic import atomic_path, write_json
+from simulators.errors import PastaError
+
+ACCESS, SESSIONS, CHOICES, EMBEDDINGS = "access.json", "sessions.jsonl", "choices.jsonl", "embeddings"
+#: The answers a rater gives from turn 2 on.
+ANSWERS = ("Better", "Same", "Worse")
+
+
+class AccessError(PastaError, PermissionError):
+    """A request without a valid token, or for what its token does not open."""
+
+
+def token_hash(token: str) -> str:
+    """What is stored of a token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class DataFolder:
+    """Appends sessions and turns to a data folder; reads them back to resume.
+
+    Use :meth:`open`. Thread-safe: one lock serialises appends.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.lock = threading.Lock()
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> DataFolder:
+        """Open (or create) a data folder, dropping a record line that a kill cut short."""
+        folder = cls(Path(root))
+        folder.root.mkdir(parents=True, exist_ok=True)
+        (folder.root / EMBEDDINGS).mkdir(exist_ok=True)
+        for name in (SESSIONS, CHOICES):
+            _drop_torn_tail(folder.root / name)
+        return folder
+
+    # Access ---------------------------------------------------------------------------------------
+
+    def access(self) -> dict[str, Any]:
+        """``{"admin": hash, "raters": {rater: hash}}`` (empty if no tokens were made yet)."""
+        path = self.root / ACCESS
+        return json.loads(path.read_text()) if path.is_file() else {"admin": None, "raters": {}}
+
+    def add_raters(self, count: int, admin: bool = False) -> dict[str, str]:
+        """Make ``count`` rater invite tokens (and the admin token if ``admin`` or none exists yet).
+
+        Returns:
+            The new tokens in clear, ``{rater id or "admin": token}``; only their hashes are stored.
+        """
+        with self.lock:
+            access = self.access()
+            new: dict[str, str] = {}
+            if admin or not access.get("admin"):
+                new["admin"] = secrets.token_urlsafe(24)
+                access["admin"] = token_hash(new["admin"])
+            start = len(access["raters"])
+            for i in range(count):
+                rater = f"rater-{start + i + 1:04d}"
+                new[rater] = secrets.token_urlsafe(24)
+                access["raters"][rater] = token_hash(new[rater])
+            write_json(self.root / ACCESS, access)
+            return new
+
+    def who(self, token: str | None) -> str | None:
+        """The rater id a token opens, ``"admin"`` for the admin token, or ``None``."""
+        if not token or len(token) > 100:
+            return None
+        h = token_hash(token)
+        access = self.access()
+        if access.get("admin") and secrets.compare_digest(h, access["admin"]):
+            return "admin"
+        for rater, stored in access["raters"].items():
+            if secrets.compare_digest(h, stored):
+                return rater
+        return None
+
+    # Records --------------------------------------------------------------------------------------
+
+    def add_session(self, record: dict[str, Any]) -> None:
+        """Append a session record (flushed and synced)."""
+        with self.lock:
+            _append(self.root / SESSIONS, record)
+
+    def add_turn(self, record: dict[str, Any], prompt_keys: list[str], prompt_emb: np.ndarray,
+                 image_keys: list[str], image_emb: np.ndarray) -> None:
+        """Record a turn: its embeddings file, then its line (flushed and synced)."""
+        name = f"{record['trajectory_id']}-{record['turn']:02d}.npz"
+        with atomic_path(self.root / EMBEDDINGS / name) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, prompt_keys=np.array(prompt_keys), prompt_emb=prompt_emb.astype(np.float32),
+                     image_keys=np.array(image_keys), image_emb=image_emb.astype(np.float32))
+        with self.lock:
+            _append(self.root / CHOICES, record)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every session record, in order."""
+        return read_jsonl(self.root / SESSIONS)
+
+    def turns(self) -> list[dict[str, Any]]:
+        """Every turn record, in order."""
+        return read_jsonl(self.root / CHOICES)
+
+    def export(self) -> bytes:
+        """The records and embeddings as a zip archive (for the admin)."""
+        import io
+        import zipfile
+
+        buf = io.BytesIO()
+        with self.lock, zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(self.root.rglob("*")):
+                if path.is_file() and path.name != ACCESS and not path.name.endswith(".tmp"):
+                    zf.write(path, path.relative_to(self.root).as_posix())
+        return buf.getvalue()
+
+
+def now() -> float:
+    """Wall-clock time, rounded to milliseconds (records' timings)."""
+    return round(time.time(), 3)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``.jsonl`` file (none if it does not exist)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)  # one write: a reader sees the whole line or, after a kill, a cut one
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line without its newline (a write a kill interrupted)."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())

@@ -1,0 +1,132 @@
+"""The paper's human evaluation: at turns 2 to H, were the new images Better, Same or Worse than the last turn's?
+
+``pasta human-eval-report DIR [--json F] [--plot F]`` reads the turns the
+app recorded and gives, per agent and turn, the share of each answer with a
+95% confidence interval, the same over all turns, and the paired difference
+of the Better share between every two agents: per rater, the share of
+Better answers under each agent, differenced over the raters who met both
+(the blind mode hands agents out at random, so most raters meet several).
+"""
+
+from __future__ import annotations
+
+import os
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pasta_app.records import ANSWERS, CHOICES, read_jsonl
+from pasta_env.stats import ci95
+
+
+def report(folder: str | os.PathLike) -> dict[str, Any]:
+    """The report of the answers recorded in ``folder``, JSON-ready.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no recorded turns.
+        ValueError: No turn carries an answer (none reached turn 2).
+    """
+    path = Path(folder) / CHOICES
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} holds no {CHOICES}; give the --data folder of `pasta serve`")
+    rows = [t for t in read_jsonl(path) if t.get("answer") in ANSWERS]
+    if not rows:
+        raise ValueError(f"no answers in {path}: answers are given from turn 2 on")
+    agents = sorted({t["agent"] for t in rows})
+    turns = sorted({int(t["turn"]) for t in rows})
+    out: dict[str, Any] = {"folder": str(folder), "answers": len(rows), "agents": {}, "paired_better": []}
+    for agent in agents:
+        mine = [t for t in rows if t["agent"] == agent]
+        per_turn = {str(turn + 1): _shares([t["answer"] for t in mine if int(t["turn"]) == turn]) for turn in turns}
+        out["agents"][agent] = {"all_turns": _shares([t["answer"] for t in mine]), "per_turn": per_turn,
+                                "sessions": len({t["trajectory_id"] for t in mine}),
+                                "raters": len({t["user_id"] for t in mine})}
+    better: dict[tuple[str, str], float] = {}
+    for rater in {t["user_id"] for t in rows}:
+        for agent in agents:
+            answers = [t["answer"] == "Better" for t in rows if t["user_id"] == rater and t["agent"] == agent]
+            if answers:
+                better[rater, agent] = float(np.mean(answers))
+    raters = {r for r, _ in better}
+    for a, b in combinations(sorted(agents, key=lambda n: -out["agents"][n]["all_turns"]["Better"]), 2):
+        diff = np.array([better[r, a] - better[r, b] for r in sorted(raters) if (r, a) in better and (r, b) in better])
+        out["paired_better"].append({"a": a, "b": b, "raters": int(len(diff)),
+                                     "difference": float(diff.mean()) if len(diff) else float("nan"),
+                                     "ci95": ci95(diff) if len(diff) > 1 else float("nan")})
+    out["ranking"] = sorted(agents, key=lambda n: -out["agents"][n]["all_turns"]["Better"])
+    return out
+
+
+def _shares(answers: list[str]) -> dict[str, Any]:
+    """Share of each answer and its 95% CI half-width (normal approximation), and the count."""
+    n = len(answers)
+    out: dict[str, Any] = {"n": n}
+    for a in ANSWERS:
+        hits = np.array([x == a for x in answers], float)
+        out[a] = float(hits.mean()) if n else float("nan")
+        out[f"{a}_ci95"] = ci95(hits) if n > 1 else float("nan")
+    return out
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    """The report as markdown tables (percentages)."""
+    turns = sorted({t for s in rep["agents"].values() for t in s["per_turn"]}, key=int)
+    head = ["agent", "answers", "Better", "Same", "Worse"] + [f"Better, turn {t}" for t in turns]
+    lines = [f"{rep['answers']} answers in {rep['folder']}; percentages with 95% CI", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in rep["ranking"]:
+        s = rep["agents"][name]
+        cells = [name, str(s["all_turns"]["n"])] + [_pct(s["all_turns"], a) for a in ANSWERS]
+        cells += [_pct(s["per_turn"][t], "Better") if t in s["per_turn"] and s["per_turn"][t]["n"] else ""
+                  for t in turns]
+        lines.append("| " + " | ".join(cells) + " |")
+    if rep["paired_better"]:
+        lines += ["", "| paired difference of Better (same raters) | raters | difference (95% CI) |", "|---|---|---|"]
+        for p in rep["paired_better"]:
+            lines.append(f"| {p['a']} - {p['b']} | {p['raters']} | "
+                         f"{100 * p['difference']:+.1f} ± {100 * p['ci95']:.1f} pp |")
+    return "\n".join(lines)
+
+
+def _pct(shares: dict[str, Any], answer: str) -> str:
+    half = shares[f"{answer}_ci95"]
+    return f"{100 * shares[answer]:.1f}%" + ("" if half != half else f" ± {100 * half:.1f}")
+
+
+def plot(rep: dict[str, Any], path: str | os.PathLike) -> None:
+    """Better / Same / Worse shares per agent and turn, stacked bars, saved as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simulators.atomic import atomic_path
+
+    agents = rep["ranking"]
+    turns = sorted({t for s in rep["agents"].values() for t in s["per_turn"]}, key=int)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(agents) * len(turns)), 4.0))
+    colours = {"Better": "#4c9a5a", "Same": "#c9c3b3", "Worse": "#c0504d"}
+    width = 0.8 / len(agents)
+    for i, agent in enumerate(agents):
+        x = np.arange(len(turns)) + i * width
+        bottom = np.zeros(len(turns))
+        for a in ANSWERS:
+            share = np.array([rep["agents"][agent]["per_turn"].get(t, {}).get(a, 0.0) for t in turns])
+            ax.bar(x, share, width * 0.95, bottom=bottom, color=colours[a], label=a if i == 0 else None,
+                   edgecolor="white")
+            bottom += np.nan_to_num(share)
+        for xi in x:
+            ax.text(xi, 1.02, agent, ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.set_xticks(np.arange(len(turns)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"turn {t}" for t in turns])
+    ax.set_ylim(0, 1.35)
+    ax.set_ylabel("share of answers")
+    ax.set_title("Compared with the last turn, the new images are ...")
+    ax.legend(loc="upper right", fontsize="small", ncol=3)
+    fig.tight_layout()
+    fmt = os.path.splitext(str(path))[1].lstrip(".") or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=fmt)
+    plt.close(fig)
