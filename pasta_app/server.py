@@ -99,8 +99,10 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
                 return PlainTextResponse("a request body needs a Content-Length", status_code=411)
             if int(length) > MAX_BODY:
                 return PlainTextResponse(f"request body over {MAX_BODY} bytes", status_code=413)
-        client = _token(request) or (request.client.host if request.client else "?")
-        if request.url.path != "/healthz" and not limit.allow(client):
+        path = request.url.path
+        client = _token(request) or (path[6:] if path.startswith("/join/") else None) or \
+            (request.client.host if request.client else "?")
+        if path != "/healthz" and not limit.allow(client):
             return PlainTextResponse("too many requests; slow down", status_code=429,
                                      headers={"Retry-After": "1"})
         response = await call_next(request)
@@ -275,13 +277,13 @@ def _session(session: Session, error: str | None = None) -> str:
 
 def serve(data: str, agents: list[str], world: str = "synthetic", world_options: dict | None = None,
           host: str = "127.0.0.1", port: int = 8000, prompts: list[str] | None = None, raters: int = 0,
-          horizon: int = 5, rate: float = 20.0) -> None:
+          horizon: int = 5, rate: float = 20.0, seed: int | None = None) -> None:
     """Run the app with uvicorn until stopped (prints invite links for tokens made now)."""
     import uvicorn
 
     folder = DataFolder.open(data)
     new = folder.add_raters(raters) if raters or not folder.access().get("admin") else {}
-    sessions = Sessions(folder, agents, world, world_options, horizon)
+    sessions = Sessions(folder, agents, world, world_options, horizon, seed)
     base = f"http://{host}:{port}"
     for who, token in new.items():
         print(f"{who}: {base}/join/{token}", flush=True)

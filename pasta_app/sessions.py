@@ -91,10 +91,12 @@ class Sessions:
         world: Registered world name.
         world_options: The world factory's options.
         horizon: Turns per session.
+        seed: Seeds the agent assignment and the sessions' episode seeds (a
+            reproducible study); ``None``: drawn from the OS's randomness.
     """
 
     def __init__(self, folder: DataFolder, agents: list[str], world: str = "synthetic",
-                 world_options: dict[str, Any] | None = None, horizon: int = 5):
+                 world_options: dict[str, Any] | None = None, horizon: int = 5, seed: int | None = None):
         from agents import check_agent_spec
 
         for spec in agents:
@@ -107,6 +109,7 @@ class Sessions:
         self.worlds: OrderedDict[str, Any] = OrderedDict()
         self.lock = threading.Lock()
         self.parts: dict[str, Any] = {}
+        self.rng = None if seed is None else np.random.default_rng([seed, len(folder.sessions())])
         self._rebuild()
 
     # Worlds ---------------------------------------------------------------------------------------
@@ -151,8 +154,12 @@ class Sessions:
         """A new session for ``rater`` on ``prompt``, its first slate shown and the session recorded."""
         prompt = clean_prompt(prompt)
         sid = secrets.token_urlsafe(12)
-        agent_name = self.agents[secrets.randbelow(len(self.agents))]
-        seed = secrets.randbelow(2 ** 31)
+        with self.lock:
+            if self.rng is None:
+                agent_name, seed = self.agents[secrets.randbelow(len(self.agents))], secrets.randbelow(2 ** 31)
+            else:
+                agent_name = self.agents[int(self.rng.integers(len(self.agents)))]
+                seed = int(self.rng.integers(2 ** 31))
         session = self._make(sid, rater, agent_name, seed, prompt)
         self.folder.add_session({"session": sid, "rater": rater, "agent": agent_name, "seed": seed,
                                  "prompt": prompt, "world": self.world_name, "horizon": self.horizon,

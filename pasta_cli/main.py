@@ -282,7 +282,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--host {args.host} opens the app beyond this machine; add --public if you mean it")
     prompts = read_prompts(args.prompts) if args.prompts else None
     serve(args.data, agents, args.world, options, args.host, args.port, prompts, args.raters, args.horizon,
-          args.rate)
+          args.rate, args.seed)
     return 0
 
 
@@ -664,6 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless --public)")
     sv.add_argument("--public", action="store_true", help="allow binding beyond loopback")
     sv.add_argument("--port", type=int, default=8000, help="port to listen on")
+    sv.add_argument("--seed", type=int, default=None,
+                    help="seed the agent assignment and the episode seeds (a reproducible study; default: random)")
     sv.add_argument("--rate", type=float, default=20.0,
                     help="requests per second allowed per rater (bursts of twice that); more get 429")
 

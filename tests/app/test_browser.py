@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("selenium")
 pytest.importorskip("fastapi")
 
-from tests.app.test_serve import Server  # noqa: E402
+from pasta_app.simulated import Server  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "results" / "test-artifacts"
 

@@ -1,24 +1,18 @@
 """The rating app on loopback: sessions over HTTP, concurrent raters, a killed server, access rules, the report.
 
 A real server (``pasta serve`` in a child process, uvicorn) is driven by
-HTTP clients. Simulated raters see what a person sees (the slate's prompt
-cards) and choose with the world's user model: a rater of type ``k`` scores
-each card's text embedding against their request and picks the best column;
-from turn 2 on they answer Better / Same / Worse by comparing the best
-column's score with the last turn's choice.
+HTTP clients; simulated raters (:mod:`pasta_app.simulated`) see the prompt
+cards a person sees and choose with the world's user model.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -28,94 +22,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``pasta serve`` in a child process; its invite links."""
-
-    def __init__(self, data: Path, *args: str):
-        self.data, self.port = data, free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "pasta_cli.main", "serve", "--data", str(data),
-                                      "--port", str(self.port), *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.links: dict[str, str] = {}
-        deadline = time.monotonic() + 120
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # invite links first, then the serving line
-            m = re.match(r"(\S+): (http://\S+/join/\S+)$", line.strip())
-            if m:
-                self.links[m.group(1)] = m.group(2)
-            if line.startswith("serving"):
-                break
-            assert time.monotonic() < deadline
-        while True:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).text == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-
-class Rater:
-    """An HTTP client holding a rater's cookie."""
-
-    def __init__(self, server: Server, link: str):
-        self.http = httpx.Client(base_url=server.base, follow_redirects=False, timeout=60)
-        r = self.http.get("/join/" + link.rsplit("/join/", 1)[1])  # the path: the link may name an older port
-        assert r.status_code == 303, r.text
-
-    def start(self, prompt: str) -> str:
-        r = self.http.post("/sessions", data={"prompt": prompt})
-        assert r.status_code == 303, r.text
-        return r.headers["location"].rsplit("/", 1)[1]
-
-    def page(self, sid: str) -> str:
-        r = self.http.get(f"/s/{sid}")
-        assert r.status_code == 200, r.text
-        return r.text
-
-    def choose(self, sid: str, column: int, answer: str | None) -> int:
-        data = {"column": str(column)} | ({"answer": answer} if answer else {})
-        return self.http.post(f"/s/{sid}/choose", data=data).status_code
-
-
-def cards(page: str) -> list[str]:
-    return [unescape(t) for t in re.findall(r'<div class="card">(.*?)</div>', page, re.S)]
-
-
-class Chooser:
-    """A simulated rater's taste: the world's user model of one type, on the cards' text embeddings."""
-
-    def __init__(self, world, k: int, request: str):
-        self.world, self.k = world, k
-        self.request = world.encoder.encode([request])[0]
-        self.last: float | None = None
-
-    def pick(self, texts: list[str]) -> tuple[int, str | None]:
-        emb = self.world.encoder.encode(texts)  # (L, d): each card as its column's image
-        L = len(texts)
-        scores = self.world.user_model.type_scores(np.broadcast_to(self.request, (1, L, len(self.request))),
-                                                   emb[None, :, None, :], np.array([self.k]))[0, :, 0]
-        column = int(np.argmax(scores))
-        answer = None
-        if self.last is not None:
-            gap = float(scores[column]) - self.last
-            answer = "Better" if gap > 0.05 else "Worse" if gap < -0.05 else "Same"
-        self.last = float(scores[column])
-        return column, answer
+from pasta_app.simulated import Chooser, Rater, Server, cards, play  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -135,17 +42,6 @@ def server(tmp_path_factory):
 REQUESTS = ["a red fox in a snowy forest", "a lighthouse at dusk", "a bowl of ramen", "a city street in the rain"]
 
 
-def play(rater: Rater, chooser_world, k: int, prompt: str, log: list, horizon: int = 5) -> str:
-    sid = rater.start(prompt)
-    chooser = Chooser(chooser_world, k, prompt)
-    for t in range(horizon):
-        column, answer = chooser.pick(cards(rater.page(sid)))
-        assert rater.choose(sid, column, answer) == 303
-        log.append((sid, t, column, answer))
-    assert 'id="finished"' in rater.page(sid)
-    return sid
-
-
 def records(data: Path) -> list[dict]:
     return [json.loads(line) for line in (data / "choices.jsonl").read_text().splitlines()]
 
@@ -154,6 +50,7 @@ def test_a_session_played_over_http_is_recorded_turn_by_turn_and_trains_the_user
     rater = Rater(server, server.links["rater-0001"])
     log: list = []
     sid = play(rater, world, 2, "a red fox <b>in</b> a snowy forest", log)
+    assert 'id="finished"' in rater.page(sid)
     mine = [r for r in records(server.data) if r["trajectory_id"] == sid]
     assert [(r["trajectory_id"], r["turn"], r["chosen"], r["answer"]) for r in mine] == log
     assert all(r["user_id"] == "rater-0001" and len(r["prompts"]) == 4 and len(r["images"][0]) == 4 for r in mine)
@@ -271,14 +168,14 @@ def test_the_report_of_simulated_raters_ranks_the_agents_as_the_evaluation_does(
     from pasta_app.report import markdown, plot, report
 
     data = tmp_path / "data"
-    srv = Server(data, "--raters", "8", "--agents", "bayes,random", "--rate", "1000")
+    srv = Server(data, "--raters", "16", "--agents", "bayes,random", "--rate", "1000", "--seed", "0")
     try:
         log: list = []
         rng = np.random.default_rng(0)
-        for i in range(8):
+        for i in range(16):  # 96 sessions, about half with each agent (blind assignment)
             rater = Rater(srv, srv.links[f"rater-{i + 1:04d}"])
             k = int(rng.integers(8))
-            for j in range(8):
+            for j in range(6):
                 play(rater, world, k, REQUESTS[(i + j) % len(REQUESTS)], log)
     finally:
         srv.kill()
@@ -286,7 +183,7 @@ def test_the_report_of_simulated_raters_ranks_the_agents_as_the_evaluation_does(
     expected = evaluate(["bayes", "random"], episodes=400, seed=0, num_envs=200, progress=False).ranking()
     assert rep["ranking"] == expected == ["bayes", "random"]
     pair = rep["paired_better"][0]
-    assert pair["a"] == "bayes" and pair["difference"] - pair["ci95"] > 0, pair
+    assert pair["a"] == "bayes" and pair["difference"] - pair["ci95"] > 0, pair  # with --seed 0: +21 ± 9 pp
     text = markdown(rep)
     assert "| bayes |" in text and "paired difference" in text
     plot(rep, tmp_path / "report.png")

@@ -1,0 +1,144 @@
+"""Simulated raters for the app: a server in a child process, HTTP clients, and a user model choosing.
+
+A simulated rater sees what a person sees (the slate's prompt cards) and
+chooses with the world's user model: a rater of type ``k`` scores each
+card's text embedding against their request and picks the best column; from
+turn 2 on they answer Better / Same / Worse by comparing the best column's
+score with the score of last turn's choice (``margin`` apart, else Same).
+Used by the tests and by ``benchmarks/simulated_raters.py``. Needs httpx.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from html import unescape
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``pasta serve --data DATA ARGS`` in a child process on a free loopback port; its invite links.
+
+    Raises:
+        RuntimeError: The server exited or did not answer within ``timeout`` seconds.
+    """
+
+    def __init__(self, data: str | Path, *args: str, timeout: float = 120.0):
+        import httpx
+
+        self.data, self.port = Path(data), free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "pasta_cli.main", "serve", "--data", str(data),
+                                      "--port", str(self.port), *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.links: dict[str, str] = {}
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # invite links first, then the serving line
+            m = re.match(r"(\S+): (http://\S+/join/\S+)$", line.strip())
+            if m:
+                self.links[m.group(1)] = m.group(2)
+            if line.startswith("serving") or time.monotonic() > deadline:
+                break
+        while True:
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).text == "ok":
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read() if self.proc.stderr and self.proc.poll() is not None else ""
+                self.kill()
+                raise RuntimeError(f"pasta serve did not come up: {err.strip()[-2000:]}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL the server (no cleanup: what is on disk is what a crash leaves)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+class Rater:
+    """An HTTP client holding a rater's cookie (joined through their invite link)."""
+
+    def __init__(self, server: Server, link: str):
+        import httpx
+
+        self.http = httpx.Client(base_url=server.base, follow_redirects=False, timeout=60)
+        r = self.http.get("/join/" + link.rsplit("/join/", 1)[1])  # the path: the link may name an older port
+        if r.status_code != 303:
+            raise RuntimeError(f"joining failed: {r.status_code} {r.text[:200]}")
+
+    def start(self, prompt: str) -> str:
+        """Start a session on ``prompt``; its id."""
+        r = self.http.post("/sessions", data={"prompt": prompt})
+        if r.status_code != 303:
+            raise RuntimeError(f"starting a session failed: {r.status_code} {r.text[:200]}")
+        return r.headers["location"].rsplit("/", 1)[1]
+
+    def page(self, sid: str) -> str:
+        """The session's page."""
+        r = self.http.get(f"/s/{sid}")
+        if r.status_code != 200:
+            raise RuntimeError(f"the session page failed: {r.status_code} {r.text[:200]}")
+        return r.text
+
+    def choose(self, sid: str, column: int, answer: str | None) -> int:
+        """Post a column (and answer); the status code."""
+        data = {"column": str(column)} | ({"answer": answer} if answer else {})
+        return self.http.post(f"/s/{sid}/choose", data=data).status_code
+
+
+def cards(page: str) -> list[str]:
+    """The prompt texts of the slate on a session page."""
+    return [unescape(t) for t in re.findall(r'<div class="card">(.*?)</div>', page, re.S)]
+
+
+class Chooser:
+    """A simulated rater's taste: the world's user model of type ``k``, on the cards' text embeddings."""
+
+    def __init__(self, world, k: int, request: str, margin: float = 0.05):
+        self.world, self.k, self.margin = world, k, margin
+        self.request = world.encoder.encode([request])[0]
+        self.last: float | None = None
+
+    def pick(self, texts: list[str]) -> tuple[int, str | None]:
+        """The column to choose and, after the first turn, the Better / Same / Worse answer."""
+        emb = self.world.encoder.encode(texts)  # (L, d): each card stands for its column's images
+        L, d = emb.shape
+        scores = self.world.user_model.type_scores(np.broadcast_to(self.request, (1, L, d)),
+                                                   emb[None, :, None, :], np.array([self.k]))[0, :, 0]
+        column = int(np.argmax(scores))
+        answer = None
+        if self.last is not None:
+            gap = float(scores[column]) - self.last
+            answer = "Better" if gap > self.margin else "Worse" if gap < -self.margin else "Same"
+        self.last = float(scores[column])
+        return column, answer
+
+
+def play(rater: Rater, world, k: int, prompt: str, log: list, horizon: int = 5) -> str:
+    """One whole session by a simulated rater of type ``k``; appends ``(session, turn, column, answer)`` to ``log``."""
+    sid = rater.start(prompt)
+    chooser = Chooser(world, k, prompt)
+    for t in range(horizon):
+        column, answer = chooser.pick(cards(rater.page(sid)))
+        status = rater.choose(sid, column, answer)
+        if status != 303:
+            raise RuntimeError(f"choosing failed with status {status}")
+        log.append((sid, t, column, answer))
+    return sid
