@@ -275,7 +275,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown world {args.world!r}; registered worlds: {', '.join(world_names())}")
     options = world_options(args.world_option)
     check_world_options(args.world, options)
+    from agents import check_agent_spec
+
     agents = [a.strip() for a in (args.agents or args.agent).split(",") if a.strip()]
+    if not agents:
+        raise ValueError("--agents names no agent")
+    for a in agents:
+        check_agent_spec(a)  # before the data folder is made
     if args.raters < 0 or not 1 <= args.port <= 65535 or not 1 <= args.horizon <= 20 or not args.rate > 0:
         raise ValueError("--raters must be >= 0, --port in 1..65535, --horizon in 1..20 and --rate > 0")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.public:
@@ -300,6 +306,22 @@ def cmd_human_eval_report(args: argparse.Namespace) -> int:
     if args.plot:
         human.plot(rep, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    """Benchmark the rating app: simulated raters through the report (ranking vs evaluate), and concurrent load."""
+    from agents import check_agent_spec
+    from benchmarks import simulated_raters
+
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    for a in agents:
+        check_agent_spec(a)
+    _positive(raters=args.raters, sessions=args.sessions, concurrent=args.concurrent)
+    if not args.seconds > 0:
+        raise ValueError(f"--seconds must be positive, got {args.seconds}")
+    _outputs(json=args.json)
+    simulated_raters.run(agents, args.raters, args.sessions, args.concurrent, args.seconds, args.seed, args.json)
     return 0
 
 
@@ -673,6 +695,15 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("folder", help="the --data folder of `pasta serve`")
     he.add_argument("--json", default=None, help="write the report as JSON here")
     he.add_argument("--plot", default=None, help="write the Better/Same/Worse bars here (PNG, PDF, SVG)")
+
+    bs = command("bench-serve", cmd_bench_serve)
+    bs.add_argument("--agents", default="bayes,lmm,random", help="agents compared blind")
+    bs.add_argument("--raters", type=int, default=16, help="simulated raters of the pipeline run")
+    bs.add_argument("--sessions", type=int, default=9, help="sessions per simulated rater")
+    bs.add_argument("--concurrent", type=int, default=50, help="raters at once in the load run")
+    bs.add_argument("--seconds", type=float, default=20.0, help="length of the load run")
+    bs.add_argument("--seed", type=int, default=0, help="seed of the assignment, the users and their types")
+    bs.add_argument("--json", default="results/serve.json", help="where to write the figures")
 
     mk = command("make-synthetic-data", cmd_make_synthetic_data)
     mk.add_argument("--k", type=int, default=8, help="types of the planted model")

@@ -214,3 +214,20 @@ def test_the_clip_world_shows_each_column_as_images_and_records_their_embeddings
 
     prefs = read_dataset(data)
     assert prefs.dim == 32 and len(prefs.choices["chosen"]) == 5  # the tiny CLIP's space
+
+
+def test_serve_says_what_is_missing_and_binds_to_loopback_unless_told(tmp_path, monkeypatch, capsys):
+    from pasta_cli.main import main
+
+    assert main(["serve", "--data", str(tmp_path / "d"), "--host", "0.0.0.0"]) == 2
+    assert "add --public" in capsys.readouterr().err
+    assert main(["serve", "--data", str(tmp_path / "d"), "--agents", "bayes,nobody"]) == 2
+    assert "unknown agent 'nobody'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the extra were not installed
+    assert main(["serve", "--data", str(tmp_path / "d")]) == 2
+    assert "pip install 'pasta-t2i[serve]'" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(FileNotFoundError):
+        from pasta_app.report import report
+
+        report(tmp_path)

@@ -1,0 +1,152 @@
+"""The rating app under simulated raters: load (latency, throughput) and the human-evaluation pipeline end to end.
+
+Usage::
+
+    pasta bench-serve [--agents bayes,lmm,random] [--raters 16] [--sessions 9] [--concurrent 50]
+                      [--seconds 20] [--json results/serve.json]
+
+Two runs of ``pasta serve`` (a child process on loopback, the synthetic world):
+
+* **Pipeline**: ``--raters`` simulated raters (:mod:`pasta_app.simulated`,
+  one user type each) play ``--sessions`` sessions each, one after another,
+  under a blind assignment of ``--agents`` (``--seed`` fixes it); the
+  records go through ``human-eval-report``, whose ranking is set beside
+  ``pasta evaluate``'s on the same agents (2,000 users).
+* **Load**: ``--concurrent`` raters play at once for ``--seconds``;
+  reported: turns recorded per second, the latency of the choose request
+  (which steps the env, records the turn with an fsync and proposes the next
+  slate) and of the page request, median / 95th percentile / max, and the
+  records checked against what the clients posted.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import machine, write_json
+
+REQUESTS = ["a red fox in a snowy forest", "a lighthouse at dusk", "a bowl of ramen", "a city street in the rain",
+            "a portrait of an old sailor", "a cozy reading nook"]
+
+
+def pipeline(folder: Path, agents: list[str], raters: int, sessions: int, seed: int) -> dict[str, Any]:
+    """Simulated raters' sessions through the app and the report, beside ``evaluate``'s ranking."""
+    from agents.evaluation import evaluate
+    from pasta_app.report import report
+    from pasta_app.simulated import Rater, Server, play
+    from pasta_env.worlds import make_world
+
+    world = make_world("synthetic")
+    srv = Server(folder, "--raters", str(raters), "--agents", ",".join(agents), "--rate", "1000",
+                 "--seed", str(seed))
+    t0 = time.perf_counter()
+    log: list = []
+    try:
+        rng = np.random.default_rng(seed)
+        for i in range(raters):
+            rater = Rater(srv, srv.links[f"rater-{i + 1:04d}"])
+            k = int(rng.integers(world.user_model.num_types))
+            for j in range(sessions):
+                play(rater, world, k, REQUESTS[(i + j) % len(REQUESTS)], log)
+    finally:
+        srv.kill()
+    wall = time.perf_counter() - t0
+    rep = report(folder)
+    ranking = evaluate(agents, episodes=2000, seed=0, progress=False).ranking()
+    return {"report": rep, "evaluate_ranking": ranking, "same_ranking": rep["ranking"] == ranking,
+            "sessions": raters * sessions, "wall_s": round(wall, 2)}
+
+
+def load(folder: Path, concurrent: int, seconds: float, agents: list[str]) -> dict[str, Any]:
+    """``concurrent`` raters at once for ``seconds``; throughput, latencies, and the records checked."""
+    import json
+
+    from pasta_app.simulated import Chooser, Rater, Server, cards
+    from pasta_env.worlds import make_world
+
+    world = make_world("synthetic")
+    srv = Server(folder, "--raters", str(concurrent), "--agents", ",".join(agents))
+    logs: dict[str, list] = {}
+    timings: dict[str, list[float]] = {"choose": [], "page": [], "start": []}
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def timed(kind: str, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        with lock:
+            timings[kind].append(time.perf_counter() - t)
+        return out
+
+    def run(i: int) -> None:
+        name = f"rater-{i + 1:04d}"
+        log = logs.setdefault(name, [])
+        try:
+            rater = Rater(srv, srv.links[name])
+            rng = np.random.default_rng(i)
+            while time.monotonic() < stop:
+                prompt = REQUESTS[i % len(REQUESTS)]
+                sid = timed("start", rater.start, prompt)
+                chooser = Chooser(world, int(rng.integers(world.user_model.num_types)), prompt)
+                for t in range(5):
+                    column, answer = chooser.pick(cards(timed("page", rater.page, sid)))
+                    status = timed("choose", rater.choose, sid, column, answer)
+                    if status != 303:
+                        raise RuntimeError(f"status {status}")
+                    log.append((sid, t, column, answer))
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            errors.append(f"{name}: {exc}")
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(concurrent)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t0
+    srv.kill()
+    recorded = [json.loads(line) for line in (folder / "choices.jsonl").read_text().splitlines()]
+    intact = all([(r["trajectory_id"], r["turn"], r["chosen"], r["answer"]) for r in recorded
+                  if r["user_id"] == name] == log for name, log in logs.items())
+    turns = sum(len(v) for v in logs.values())
+
+    def stats(xs: list[float]) -> dict[str, float]:
+        a = np.array(xs) * 1000 if xs else np.zeros(1)
+        return {"median_ms": round(float(np.median(a)), 1), "p95_ms": round(float(np.percentile(a, 95)), 1),
+                "max_ms": round(float(a.max()), 1), "count": len(xs)}
+
+    return {"concurrent": concurrent, "seconds": round(wall, 2), "turns": turns,
+            "turns_per_s": round(turns / wall, 1), "errors": errors[:5], "error_count": len(errors),
+            "records_intact": intact, "latency": {k: stats(v) for k, v in timings.items()}}
+
+
+def run(agents: list[str], raters: int = 16, sessions: int = 9, concurrent: int = 50, seconds: float = 20.0,
+        seed: int = 0, json_path: str | None = "results/serve.json") -> dict[str, Any]:
+    """Both runs; print and write the figures."""
+    from pasta_app.report import markdown
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {"machine": machine(),
+                  "pipeline": pipeline(Path(tmp) / "pipeline", agents, raters, sessions, seed),
+                  "load": load(Path(tmp) / "load", concurrent, seconds, agents)}
+    p, lo = result["pipeline"], result["load"]
+    print(f"pipeline: {p['sessions']} sessions by {raters} simulated raters in {p['wall_s']} s")
+    print(markdown(p["report"]))
+    print(f"\nranking by Better: {', '.join(p['report']['ranking'])}; by `pasta evaluate` (2,000 users): "
+          f"{', '.join(p['evaluate_ranking'])}; same: {p['same_ranking']}")
+    print(f"\nload: {lo['concurrent']} raters at once for {lo['seconds']} s: {lo['turns']} turns, "
+          f"{lo['turns_per_s']} turns/s, {lo['error_count']} errors, records intact: {lo['records_intact']}")
+    for kind, s in lo["latency"].items():
+        print(f"  {kind:>6}: median {s['median_ms']} ms, p95 {s['p95_ms']} ms, max {s['max_ms']} ms "
+              f"({s['count']} requests)")
+    if json_path:
+        write_json(json_path, result)
+        print(f"\nwrote {json_path}")
+    return result
