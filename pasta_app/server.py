@@ -156,6 +156,9 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
     @app.get("/s/{sid}")
     def show(request: Request, sid: str):
         rater = who(request)
+        finished = sessions.request_of_finished(rater, sid)
+        if finished is not None:
+            return HTMLResponse(_finished(finished))
         try:
             session = sessions.get(rater, sid)
         except SessionError as exc:
@@ -169,9 +172,11 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
             session = sessions.get(rater, sid)
             sessions.choose(session, column, answer)
         except SessionError as exc:
-            status = 404 if "no such session" in str(exc) else 400
-            body = _session(session, error=str(exc)) if status == 400 else _page("Not found", f"<p>{_e(exc)}</p>")
-            return HTMLResponse(body, status_code=status)
+            if "no such session" in str(exc):
+                return HTMLResponse(_page("Not found", f"<p>{_e(exc)}</p>"), status_code=404)
+            if "finished" in str(exc):
+                return HTMLResponse(_page("Session finished", f"<p>{_e(exc)}</p>"), status_code=400)
+            return HTMLResponse(_session(session, error=str(exc)), status_code=400)
         return RedirectResponse(f"/s/{sid}", status_code=303)
 
     @app.get("/admin")
@@ -244,20 +249,27 @@ def _png(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _finished(prompt: str) -> str:
+    return _page("Session finished", f'<p class="request">Your request: “{_e(prompt)}”</p>'
+                 '<p id="finished">Thank you: every turn is recorded.</p>'
+                 '<p><a id="again" href="/">Start another session</a></p>')
+
+
 def _session(session: Session, error: str | None = None) -> str:
     H = session.env.config.horizon
     head = f'<p class="request">Your request: “{_e(session.prompt)}”</p>'
     if session.done:
-        return _page("Session finished", head + f"<p id=\"finished\">Thank you: {H} turns recorded.</p>"
-                     '<p><a id="again" href="/">Start another session</a></p>')
+        return _finished(session.prompt)
     err = f'<p class="error" id="error">{_e(error)}</p>' if error else ""
     texts, pixels = session.texts(), session.pixels()
+    if pixels is not None and (session.encoded is None or session.encoded[0] != session.turn):
+        session.encoded = (session.turn, [[_png(p) for p in column] for column in pixels])
     columns = []
     for j, text in enumerate(texts):
-        if pixels is not None:
+        if session.encoded is not None and pixels is not None:
             shown = '<div class="images">' + "".join(
-                f'<img alt="image {m + 1} of column {j + 1}" src="{_png(p)}">' for m, p in enumerate(pixels[j])) + \
-                "</div>"
+                f'<img alt="image {m + 1} of column {j + 1}" src="{uri}">'
+                for m, uri in enumerate(session.encoded[1][j])) + "</div>"
         else:
             shown = ""
         columns.append(f'<div class="column" id="column-{j}">{shown}<div class="card">{_e(text)}</div>'

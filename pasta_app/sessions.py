@@ -50,6 +50,8 @@ class Session:
     slate: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     shown_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The shown slate's images encoded for the page, with the turn they belong to (encoded once per turn).
+    encoded: tuple[int, list[list[str]]] | None = None
 
     @property
     def done(self) -> bool:
@@ -106,6 +108,8 @@ class Sessions:
         self.folder, self.agents, self.world_name = folder, list(agents), world
         self.world_options, self.horizon = dict(world_options or {}), horizon
         self.live: dict[str, Session] = {}
+        #: Finished sessions, kept light (their envs are let go): id -> (rater, request).
+        self.finished: dict[str, tuple[str, str]] = {}
         self.worlds: OrderedDict[str, Any] = OrderedDict()
         self.lock = threading.Lock()
         self.parts: dict[str, Any] = {}
@@ -170,15 +174,22 @@ class Sessions:
         return session
 
     def get(self, rater: str, sid: str) -> Session:
-        """The rater's session ``sid``.
+        """The rater's unfinished session ``sid``.
 
         Raises:
-            SessionError: No such session of this rater (another rater's is not found either).
+            SessionError: No such session of this rater (another rater's is not found either), or it is finished.
         """
         session = self.live.get(sid)
         if session is None or session.rater != rater:
+            if self.finished.get(sid, ("",))[0] == rater:
+                raise SessionError("this session is finished; start a new one")
             raise SessionError("no such session; start a new one")
         return session
+
+    def request_of_finished(self, rater: str, sid: str) -> str | None:
+        """The request of the rater's finished session ``sid`` (``None`` if it is not one)."""
+        rec = self.finished.get(sid)
+        return rec[1] if rec is not None and rec[0] == rater else None
 
     def of(self, rater: str) -> list[Session]:
         """The rater's sessions, newest first."""
@@ -215,6 +226,10 @@ class Sessions:
             session.turn += 1
             if not session.done:
                 self._show(session)
+                return
+        with self.lock:  # finished: keep the id and the request, let the env and the agent go
+            self.live.pop(session.id, None)
+            self.finished[session.id] = (session.rater, session.prompt)
 
     def _record(self, session: Session, column: int, answer: str | None) -> tuple[dict, tuple]:
         """The turn's record (the preference format's choice fields and the app's) and its embeddings."""
@@ -240,6 +255,7 @@ class Sessions:
         for rec in self.folder.sessions():
             done = sorted(turns.get(rec["session"], []), key=lambda t: t["turn"])
             if len(done) >= rec.get("horizon", self.horizon):
+                self.finished[rec["session"]] = (rec["rater"], rec["prompt"])
                 continue
             session = self._make(rec["session"], rec["rater"], rec["agent"], rec["seed"], rec["prompt"])
             for t in done:

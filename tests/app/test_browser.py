@@ -44,7 +44,10 @@ def browser():
 
 def test_a_session_played_by_clicking_is_recorded_as_clicked(browser, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
 
+    wait = WebDriverWait(browser, 60)  # each click loads a new page: wait for it, not for a fixed time
     data = tmp_path / "data"
     server = Server(data, "--raters", "1", "--agent", "bayes")
     try:
@@ -52,11 +55,13 @@ def test_a_session_played_by_clicking_is_recorded_as_clicked(browser, tmp_path):
         box = browser.find_element(By.ID, "prompt")
         box.clear()
         box.send_keys("a lighthouse at dusk, <i>stormy</i>")
-        browser.find_element(By.ID, "start").click()
+        start = browser.find_element(By.ID, "start")
+        start.click()
+        wait.until(ec.staleness_of(start))
         clicked, seen = [], []
         answers = ["better", "same", "worse", "better"]
         for t in range(5):
-            assert f"Turn {t + 1} of 5" in browser.page_source
+            wait.until(lambda b, t=t: f"Turn {t + 1} of 5" in b.page_source)
             seen.append([e.text for e in browser.find_elements(By.CSS_SELECTOR, ".card")])
             answer = None
             if t >= 1:
@@ -66,9 +71,11 @@ def test_a_session_played_by_clicking_is_recorded_as_clicked(browser, tmp_path):
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
                 browser.save_screenshot(str(ARTIFACTS / "serve_turn2.png"))
             column = (2 * t + 1) % 4
-            browser.find_element(By.ID, f"choose-{column}").click()
+            button = browser.find_element(By.ID, f"choose-{column}")
+            button.click()
+            wait.until(ec.staleness_of(button))
             clicked.append((t, column, answer.capitalize() if answer else None))
-        assert browser.find_element(By.ID, "finished")
+        wait.until(ec.presence_of_element_located((By.ID, "finished")))
         assert "&lt;i&gt;stormy&lt;/i&gt;" in browser.page_source  # the request shown as typed, escaped
     finally:
         server.kill()

@@ -51,6 +51,7 @@ def test_a_session_played_over_http_is_recorded_turn_by_turn_and_trains_the_user
     log: list = []
     sid = play(rater, world, 2, "a red fox <b>in</b> a snowy forest", log)
     assert 'id="finished"' in rater.page(sid)
+    assert rater.choose(sid, 0, "Same") == 400  # a finished session takes no more turns
     mine = [r for r in records(server.data) if r["trajectory_id"] == sid]
     assert [(r["trajectory_id"], r["turn"], r["chosen"], r["answer"]) for r in mine] == log
     assert all(r["user_id"] == "rater-0001" and len(r["prompts"]) == 4 and len(r["images"][0]) == 4 for r in mine)
@@ -131,6 +132,11 @@ def test_a_server_killed_mid_session_restarts_with_every_completed_turn_and_the_
         log.append((sid, t, column, answer))
     assert [(r["trajectory_id"], r["turn"], r["chosen"], r["answer"]) for r in records(data)] == log
     second.kill()
+    third = Server(data)  # a finished session stays finished across restarts
+    try:
+        assert 'id="finished"' in Rater(third, link).page(sid)
+    finally:
+        third.kill()
 
 
 def test_requests_without_a_token_or_for_another_raters_session_are_refused_and_markup_is_escaped(server):
