@@ -100,8 +100,10 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
             if int(length) > MAX_BODY:
                 return PlainTextResponse(f"request body over {MAX_BODY} bytes", status_code=413)
         path = request.url.path
-        client = _token(request) or (path[6:] if path.startswith("/join/") else None) or \
-            (request.client.host if request.client else "?")
+        token = _token(request) or (path[6:] if path.startswith("/join/") else None)
+        # A bucket per rater; requests with no valid token share their address's bucket (made-up tokens
+        # do not buy more requests).
+        client = folder.who(token) or (request.client.host if request.client else "?")
         if path != "/healthz" and not limit.allow(client):
             return PlainTextResponse("too many requests; slow down", status_code=429,
                                      headers={"Retry-After": "1"})

@@ -13,6 +13,7 @@ turns, and checks that it shows the slates it showed before.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import unicodedata
@@ -52,6 +53,8 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: The shown slate's images encoded for the page, with the turn they belong to (encoded once per turn).
     encoded: tuple[int, list[list[str]]] | None = None
+    #: ``(1, L, M, h, w, 3)`` the shown slate's pixels, in worlds with pixels.
+    pixels_shown: np.ndarray | None = None
 
     @property
     def done(self) -> bool:
@@ -63,8 +66,7 @@ class Session:
 
     def pixels(self) -> np.ndarray | None:
         """``(L, M, h, w, 3)`` uint8 images of the shown slate, in worlds with pixels."""
-        pixels = self.env.core.pixels
-        return None if pixels is None else pixels[0]
+        return None if self.pixels_shown is None else self.pixels_shown[0]
 
 
 def clean_prompt(text: str) -> str:
@@ -112,6 +114,9 @@ class Sessions:
         self.finished: dict[str, tuple[str, str]] = {}
         self.worlds: OrderedDict[str, Any] = OrderedDict()
         self.lock = threading.Lock()
+        # Worlds whose parts are not thread-safe (the clip world's models, shared by every session) step
+        # one session at a time; the synthetic world's sessions step in parallel.
+        self.model_lock = threading.Lock()
         self.parts: dict[str, Any] = {}
         self.rng = None if seed is None else np.random.default_rng([seed, len(folder.sessions())])
         self._rebuild()
@@ -195,11 +200,16 @@ class Sessions:
         """The rater's sessions, newest first."""
         return sorted((s for s in self.live.values() if s.rater == rater), key=lambda s: -s.shown_at)
 
+    def _serial(self, session: Session):
+        return contextlib.nullcontext() if session.env.world.thread_safe else self.model_lock
+
     def _show(self, session: Session) -> None:
         from agents.evaluation import public_info
 
         slate = np.asarray(session.agent.act(session.obs, public_info(session.info)))
-        session.slate = session.env.show(slate)["slate"]
+        with self._serial(session):
+            session.slate = session.env.show(slate)["slate"]
+            session.pixels_shown = session.env.core.pixels  # read under the lock: the model's last render
         session.shown_at = now()
 
     def choose(self, session: Session, column: int, answer: str | None) -> None:
@@ -221,7 +231,8 @@ class Sessions:
             if session.turn == 0:
                 answer = None
             record, keys = self._record(session, column, answer)
-            session.obs, _, _, _, session.info = session.env.choose(column)
+            with self._serial(session):
+                session.obs, _, _, _, session.info = session.env.choose(column)
             self.folder.add_turn(record, *keys)
             session.turn += 1
             if not session.done:
@@ -264,7 +275,8 @@ class Sessions:
                     raise SessionError(f"session {rec['session']}: replaying turn {t['turn']} shows another slate "
                                        "than was recorded (was the agent, the world or pasta-t2i changed?); "
                                        "move the data folder aside or restore the installation")
-                session.obs, _, _, _, session.info = session.env.choose(int(t["chosen"]))
+                with self._serial(session):
+                    session.obs, _, _, _, session.info = session.env.choose(int(t["chosen"]))
                 session.turn += 1
             self._show(session)
             self.live[session.id] = session
