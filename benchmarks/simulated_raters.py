@@ -22,7 +22,6 @@ Two runs of ``pasta serve`` (a child process on loopback, the synthetic world):
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -67,51 +66,17 @@ def load(folder: Path, concurrent: int, seconds: float, agents: list[str]) -> di
     """``concurrent`` raters at once for ``seconds``; throughput, latencies, and the records checked."""
     import json
 
-    from pasta_app.simulated import Chooser, Rater, Server, cards
+    from pasta_app.simulated import Server, crowd
     from pasta_env.worlds import make_world
 
     world = make_world("synthetic")
-    srv = Server(folder, "--raters", str(concurrent), "--agents", ",".join(agents))
-    logs: dict[str, list] = {}
-    timings: dict[str, list[float]] = {"choose": [], "page": [], "start": []}
-    errors: list[str] = []
-    lock = threading.Lock()
-    stop = time.monotonic() + seconds
-
-    def timed(kind: str, fn, *args):
-        t = time.perf_counter()
-        out = fn(*args)
-        with lock:
-            timings[kind].append(time.perf_counter() - t)
-        return out
-
-    def run(i: int) -> None:
-        name = f"rater-{i + 1:04d}"
-        log = logs.setdefault(name, [])
-        try:
-            rater = Rater(srv, srv.links[name])
-            rng = np.random.default_rng(i)
-            while time.monotonic() < stop:
-                prompt = REQUESTS[i % len(REQUESTS)]
-                sid = timed("start", rater.start, prompt)
-                chooser = Chooser(world, int(rng.integers(world.user_model.num_types)), prompt)
-                for t in range(5):
-                    column, answer = chooser.pick(cards(timed("page", rater.page, sid)))
-                    status = timed("choose", rater.choose, sid, column, answer)
-                    if status != 303:
-                        raise RuntimeError(f"status {status}")
-                    log.append((sid, t, column, answer))
-        except Exception as exc:  # noqa: BLE001 - counted and reported
-            errors.append(f"{name}: {exc}")
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(concurrent)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - t0
-    srv.kill()
+    # --rate 1000: the server is measured here, not its per-rater limit
+    srv = Server(folder, "--raters", str(concurrent), "--agents", ",".join(agents), "--rate", "1000")
+    try:
+        run = crowd(srv, world, [f"rater-{i + 1:04d}" for i in range(concurrent)], seconds, REQUESTS)
+    finally:
+        srv.kill()
+    logs, timings, errors, wall = run["logs"], run["timings"], run["errors"], run["wall_s"]
     recorded = [json.loads(line) for line in (folder / "choices.jsonl").read_text().splitlines()]
     intact = all([(r["trajectory_id"], r["turn"], r["chosen"], r["answer"]) for r in recorded
                   if r["user_id"] == name] == log for name, log in logs.items())

@@ -142,3 +142,60 @@ def play(rater: Rater, world, k: int, prompt: str, log: list, horizon: int = 5) 
             raise RuntimeError(f"choosing failed with status {status}")
         log.append((sid, t, column, answer))
     return sid
+
+
+def crowd(server: Server, world, names: list[str], seconds: float, requests: list[str],
+          grace: float = 30.0) -> dict:
+    """Raters ``names`` play sessions at once, one thread each, for ``seconds`` (a session under way may finish).
+
+    Rater ``i`` asks for ``requests[i % len(requests)]`` and is of a type
+    drawn from ``default_rng(i)``; a session still running ``grace`` seconds
+    after the end is left unfinished.
+
+    Returns:
+        ``logs`` (per rater, ``(session, turn, column, answer)`` of every
+        turn the server took), ``errors`` (texts), ``timings`` (seconds of
+        each ``start``, ``page`` and ``choose`` request) and ``wall_s``.
+    """
+    import threading
+
+    logs: dict[str, list] = {name: [] for name in names}
+    timings: dict[str, list[float]] = {"start": [], "page": [], "choose": []}
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def timed(kind: str, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        with lock:
+            timings[kind].append(time.perf_counter() - t)
+        return out
+
+    def run(i: int, name: str) -> None:
+        try:
+            rater = Rater(server, server.links[name])
+            rng = np.random.default_rng(i)
+            prompt = requests[i % len(requests)]
+            while time.monotonic() < stop:
+                sid = timed("start", rater.start, prompt)
+                chooser = Chooser(world, int(rng.integers(world.user_model.num_types)), prompt)
+                for t in range(5):
+                    if time.monotonic() > stop + grace:
+                        return
+                    column, answer = chooser.pick(cards(timed("page", rater.page, sid)))
+                    status = timed("choose", rater.choose, sid, column, answer)
+                    if status != 303:
+                        raise RuntimeError(f"choosing failed with status {status}")
+                    logs[name].append((sid, t, column, answer))
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            with lock:
+                errors.append(f"{name}: {exc!r}")
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(i, name)) for i, name in enumerate(names)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return {"logs": logs, "errors": errors, "timings": timings, "wall_s": time.perf_counter() - t0}

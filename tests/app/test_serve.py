@@ -11,8 +11,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from pasta_app.simulated import Chooser, Rater, Server, cards, play  # noqa: E402
+from pasta_app.simulated import Chooser, Rater, Server, cards, crowd, play  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -68,39 +66,13 @@ def test_a_session_played_over_http_is_recorded_turn_by_turn_and_trains_the_user
 
 
 def test_fifty_concurrent_raters_lose_and_mix_no_record(server, world):
-    logs: dict[str, list] = {}
-    errors: list[BaseException] = []
-    stop = time.monotonic() + 20
-
-    def run(i: int) -> None:
-        name = f"rater-{i + 10:04d}"
-        log = logs.setdefault(name, [])
-        try:
-            rater = Rater(server, server.links[name])
-            rng = np.random.default_rng(i)
-            while time.monotonic() < stop:
-                sid = rater.start(REQUESTS[i % len(REQUESTS)])
-                chooser = Chooser(world, int(rng.integers(8)), REQUESTS[i % len(REQUESTS)])
-                for t in range(5):
-                    if time.monotonic() > stop + 30:
-                        return
-                    column, answer = chooser.pick(cards(rater.page(sid)))
-                    assert rater.choose(sid, column, answer) == 303
-                    log.append((sid, t, column, answer))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(50)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=180)
-    assert not errors, errors[:3]
+    run = crowd(server, world, [f"rater-{i + 10:04d}" for i in range(50)], 20.0, REQUESTS)
+    assert not run["errors"], run["errors"][:3]
     recorded = records(server.data)
-    for name, log in logs.items():
+    for name, log in run["logs"].items():
         mine = [(r["trajectory_id"], r["turn"], r["chosen"], r["answer"]) for r in recorded if r["user_id"] == name]
         assert mine == log, name  # every posted turn on disk, in order, under its own rater
-    assert sum(len(v) for v in logs.values()) >= 50  # every rater got at least one turn in
+    assert sum(len(v) for v in run["logs"].values()) >= 50  # every rater got turns in
     by_session: dict[str, list[int]] = {}
     for r in recorded:
         by_session.setdefault(r["trajectory_id"], []).append(r["turn"])
