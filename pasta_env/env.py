@@ -219,9 +219,7 @@ class PastaT2IEnv(gym.Env):
         """
         if not self._showing:
             raise ValueError("show(action) a slate before choose(column)")
-        if not isinstance(column, (int, np.integer)) or isinstance(column, bool) \
-                or not 0 <= column < self.config.slate_size:
-            raise ValueError(f"column must be an integer in 0..{self.config.slate_size - 1}, got {column!r}")
+        self._check_column(column)
         reward = self._core.choose(np.array([column], np.int64))
         self._showing = False
         info = self._info(stepped=True)
@@ -236,11 +234,14 @@ class PastaT2IEnv(gym.Env):
         Raises:
             ValueError: ``column`` is not a column of the slate.
         """
+        self._check_column(column)  # before showing: a bad column leaves nothing shown
+        self.show(action)
+        return self.choose(column)
+
+    def _check_column(self, column) -> None:
         if not isinstance(column, (int, np.integer)) or isinstance(column, bool) \
                 or not 0 <= column < self.config.slate_size:
             raise ValueError(f"column must be an integer in 0..{self.config.slate_size - 1}, got {column!r}")
-        self.show(action)
-        return self.choose(column)
 
     def render(self) -> str | np.ndarray | None:  # type: ignore[override]  # ansi text or an RGB frame
         if self.render_mode == "ansi":
