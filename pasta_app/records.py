@@ -58,6 +58,7 @@ class DataFolder:
     def __init__(self, root: Path):
         self.root = root
         self.lock = threading.Lock()
+        self._access: tuple[int, dict[str, Any]] | None = None
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> DataFolder:
@@ -72,9 +73,18 @@ class DataFolder:
     # Access ---------------------------------------------------------------------------------------
 
     def access(self) -> dict[str, Any]:
-        """``{"admin": hash, "raters": {rater: hash}}`` (empty if no tokens were made yet)."""
+        """``{"admin": hash, "raters": {rater: hash}}`` (empty if no tokens were made yet).
+
+        Read again only when the file changes (every request asks).
+        """
         path = self.root / ACCESS
-        return json.loads(path.read_text()) if path.is_file() else {"admin": None, "raters": {}}
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return {"admin": None, "raters": {}}
+        if self._access is None or self._access[0] != stamp:
+            self._access = (stamp, json.loads(path.read_text()))
+        return self._access[1]
 
     def add_raters(self, count: int, admin: bool = False) -> dict[str, str]:
         """Make ``count`` rater invite tokens (and the admin token if ``admin`` or none exists yet).
@@ -83,7 +93,7 @@ class DataFolder:
             The new tokens in clear, ``{rater id or "admin": token}``; only their hashes are stored.
         """
         with self.lock:
-            access = self.access()
+            access = json.loads(json.dumps(self.access()))  # a copy: the cached one is not changed in place
             new: dict[str, str] = {}
             if admin or not access.get("admin"):
                 new["admin"] = secrets.token_urlsafe(24)

@@ -100,10 +100,11 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
             if int(length) > MAX_BODY:
                 return PlainTextResponse(f"request body over {MAX_BODY} bytes", status_code=413)
         path = request.url.path
-        token = _token(request) or (path[6:] if path.startswith("/join/") else None)
+        request.state.rater = folder.who(_token(request))  # resolved once per request; the routes read it
+        joining = folder.who(path[6:]) if path.startswith("/join/") else None
         # A bucket per rater; requests with no valid token share their address's bucket (made-up tokens
         # do not buy more requests).
-        client = folder.who(token) or (request.client.host if request.client else "?")
+        client = request.state.rater or joining or (request.client.host if request.client else "?")
         if path != "/healthz" and not limit.allow(client):
             return PlainTextResponse("too many requests; slow down", status_code=429,
                                      headers={"Retry-After": "1"})
@@ -115,7 +116,7 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
         return response
 
     def who(request: Request) -> str:
-        rater = folder.who(_token(request))
+        rater = request.state.rater  # the guard's reading of the request's token
         if rater is None:
             raise _Denied()
         return rater

@@ -53,8 +53,6 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: The shown slate's images encoded for the page, with the turn they belong to (encoded once per turn).
     encoded: tuple[int, list[list[str]]] | None = None
-    #: ``(1, L, M, h, w, 3)`` the shown slate's pixels, in worlds with pixels.
-    pixels_shown: np.ndarray | None = None
 
     @property
     def done(self) -> bool:
@@ -66,7 +64,8 @@ class Session:
 
     def pixels(self) -> np.ndarray | None:
         """``(L, M, h, w, 3)`` uint8 images of the shown slate, in worlds with pixels."""
-        return None if self.pixels_shown is None else self.pixels_shown[0]
+        pixels = self.env.core.pixels  # the env's own copy, taken when the slate was shown
+        return None if pixels is None else pixels[0]
 
 
 def clean_prompt(text: str) -> str:
@@ -209,7 +208,6 @@ class Sessions:
         slate = np.asarray(session.agent.act(session.obs, public_info(session.info)))
         with self._serial(session):
             session.slate = session.env.show(slate)["slate"]
-            session.pixels_shown = session.env.core.pixels  # read under the lock: the model's last render
         session.shown_at = now()
 
     def choose(self, session: Session, column: int, answer: str | None) -> None:

@@ -61,7 +61,9 @@ def _world_option_argument(parser: argparse.ArgumentParser) -> None:
 
 def _backend_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("running on Ray (pip install 'pasta-t2i[ray]')")
-    group.add_argument("--backend", default="local", choices=("local", "ray"),
+    from pasta_env.distributed import BACKENDS
+
+    group.add_argument("--backend", default="local", choices=BACKENDS,
                        help="local: this process; ray: shards of episodes on Ray workers (same results)")
     group.add_argument("--address", default=None,
                        help="the Ray cluster: auto (the one running here), HOST:PORT, ray://HOST:PORT; "
