@@ -30,11 +30,11 @@ import gymnasium as gym
 import numpy as np
 
 from agents import make_agent
-from agents.model_based import type_log_posterior
 from pasta_env import ENV_ID
 from pasta_env.datasets.identity import same_world, world_identity
 from pasta_env.distributed import RayBackend, WorkerPool, one_blas_thread, shard_seed
 from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
+from pasta_env.rewards import choice_log_likelihood, reward_log_likelihood
 from pasta_env.stats import ci95
 from pasta_env.worlds import PromptsArg
 from simulators.atomic import atomic_path
@@ -50,10 +50,16 @@ class AgentResult:
         utilities: ``(E, H)`` reward of each turn.
         entropies: ``(E, H)`` entropy (nats) of the user's choice distribution.
         seconds: Wall-clock time of the agent's episodes.
-        true_type_mass: ``(E,)`` posterior probability of the true user type
-            after the last turn, computed by the harness from the final
-            observation with the world's user model (how identifiable the
-            user is from this agent's slates).
+        true_type_mass: ``(E, H)`` posterior probability of the true user
+            type after each turn: the exact Bayes posterior the harness
+            computes with the world's user model from the turn's images, the
+            choices and the rewards (how identifiable the user is from this
+            agent's slates and the feedback they drew).
+        information: ``(E, H, 3)`` what each turn's feedback told about the
+            type, in nats, given the feedback before it: ``log p(f | k) -
+            log sum_k' P(k' | history) p(f | k')`` at the true type ``k`` for
+            ``f`` the choice, the reward and both (their means estimate the
+            conditional mutual information of type and feedback).
         request_kept: ``(E,)`` whether the last chosen prompt still holds the
             user's request (its subject or free text).
         request_cosine: ``(E,)`` cosine of the last chosen prompt to the request.
@@ -64,7 +70,8 @@ class AgentResult:
     utilities: np.ndarray
     entropies: np.ndarray
     seconds: float
-    true_type_mass: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    true_type_mass: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    information: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3)))
     request_kept: np.ndarray = field(default_factory=lambda: np.zeros(0))
     request_cosine: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
@@ -79,7 +86,10 @@ class AgentResult:
             "per_turn_utility_ci95": [ci95(c) for c in self.utilities.T],
             "choice_entropy_mean": float(self.entropies.mean()),
             "choice_entropy_per_turn": self.entropies.mean(axis=0).tolist(),
-            "true_type_mass_mean": _mean(self.true_type_mass),
+            "true_type_mass_mean": _mean(self.true_type_mass[:, -1]) if self.true_type_mass.size else float("nan"),
+            "true_type_mass_per_turn": self.true_type_mass.mean(axis=0).tolist(),
+            "information_per_turn": {what: self.information[:, :, i].mean(axis=0).tolist()
+                                     for i, what in enumerate(FEEDBACK)},
             "request_kept_rate": _mean(self.request_kept),
             "request_cosine_mean": _mean(self.request_cosine),
             "seconds": round(self.seconds, 3),
@@ -118,7 +128,7 @@ class EvaluationResult:
                 "elapsed_s": round(self.elapsed_s, 3)}
 
     def table(self) -> str:
-        """A markdown table: mean return with 95% CI, utility per turn, choice entropy."""
+        """A markdown table: mean return with 95% CI, mean reward per turn, choice entropy."""
         horizon = self.settings["horizon"]
         head = ["agent", "return (95% CI)"] + [f"turn {t + 1}" for t in range(horizon)] + ["entropy"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -129,6 +139,10 @@ class EvaluationResult:
             cells.append(f"{s['choice_entropy_mean']:.3f}")
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+
+#: The parts of a turn's feedback whose information the harness measures (the last axis of ``information``).
+FEEDBACK = ("choice", "reward", "both")
 
 
 def _mean(x: np.ndarray) -> float:
@@ -205,7 +219,7 @@ def evaluate(agents: Sequence[str | Any], episodes: int = 2000, seed: int = 0,
         r = joined("r")
         result.agents[name] = AgentResult(name, r.sum(axis=1), r, joined("ent"),
                                           sum(block["agents"][name]["seconds"] for block in ordered),
-                                          joined("mass"), joined("kept"), joined("cos"))
+                                          joined("mass"), joined("info"), joined("kept"), joined("cos"))
     result.elapsed_s = time.perf_counter() - start
     return result
 
@@ -295,23 +309,72 @@ def public_info(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _play(player, seed: int, index: int, start: int, env) -> dict[str, Any]:
-    """One agent on one block: per-episode turn rewards, choice entropies and the end-of-episode measures."""
+    """One agent on one block: per-episode turn rewards, choice entropies, identification and the end measures."""
     t0 = time.perf_counter()
     player.reset(shard_seed(seed, index))
     shown = (lambda i: i) if getattr(player, "privileged", False) else public_info
     obs, info = env.reset(seed=seed + start)
     types = info["user_type"]
+    tracker = FeedbackTracker(env.world.user_model, env.config.reward, types)
     rewards, entropies = [], []
     for _ in range(env.config.horizon):
         obs, reward, term, trunc, info = env.step(player.act(obs, shown(info)))
         rewards.append(reward)
         entropies.append(_entropy(info["choice_probs"]))
-    n = len(types)
-    logpost = type_log_posterior(obs, env.world.user_model)
+        tracker.update(obs["initial_prompt"], env.core.images, info["choice"], reward)
     return {"r": np.stack(rewards, axis=1), "ent": np.stack(entropies, axis=1),
-            "mass": np.exp(logpost[np.arange(n), types]), "kept": env.core.request_kept(),
+            "mass": tracker.mass(), "info": tracker.information(), "kept": env.core.request_kept(),
             "cos": (obs["current_prompt"] * obs["initial_prompt"]).sum(axis=1),
             "seconds": time.perf_counter() - t0}
+
+
+class FeedbackTracker:
+    """The harness's exact Bayes posterior over user types, turn by turn, and what each turn's feedback told.
+
+    It scores the images each turn actually showed (not their mean
+    embeddings) with the world's user model for every type, and reads the
+    choice and the reward with their exact likelihoods
+    (:mod:`pasta_env.rewards`; a deterministic reward is matched within
+    0.001, so it identifies the type as it would for anyone who reads it).
+
+    Args:
+        user_model: The world's user model.
+        reward: The env's reward.
+        types: ``(N,)`` the true user types.
+    """
+
+    def __init__(self, user_model, reward: str, types: np.ndarray):
+        self.users, self.reward, self.types = user_model, reward, np.asarray(types)
+        self.rows = np.arange(len(self.types))
+        self.logpost = np.broadcast_to(np.log(np.maximum(user_model.prior, 1e-300)),
+                                       (len(self.types), user_model.num_types)).copy()
+        self._mass: list[np.ndarray] = []
+        self._info: list[np.ndarray] = []
+
+    def update(self, requests: np.ndarray, images: np.ndarray, choice: np.ndarray, reward: np.ndarray) -> None:
+        """Read one turn: ``(N, d)`` requests, ``(N, L, M, d)`` shown images, ``(N,)`` choices and rewards."""
+        users = self.users
+        req = np.broadcast_to(requests[:, None, :], (*images.shape[:2], images.shape[-1]))
+        util = np.moveaxis(users.utilities(req, images), -1, -2)  # (N, K, L)
+        lc = choice_log_likelihood(util, choice, users.temperature)
+        lr = reward_log_likelihood(reward, util, choice, users.temperature, self.reward)
+        told = [self._told(ll) for ll in (lc, lr, lc + lr)]
+        self._info.append(np.stack(told, axis=1))
+        self.logpost += lc + lr
+        self.logpost -= np.logaddexp.reduce(self.logpost, axis=1, keepdims=True)
+        self._mass.append(np.exp(self.logpost[self.rows, self.types]))
+
+    def _told(self, loglik: np.ndarray) -> np.ndarray:
+        """``log p(f | true k) - log sum_k P(k | history) p(f | k)`` per user."""
+        return loglik[self.rows, self.types] - np.logaddexp.reduce(self.logpost + loglik, axis=1)
+
+    def mass(self) -> np.ndarray:
+        """``(N, turns)`` posterior mass on the true type after each turn read."""
+        return np.stack(self._mass, axis=1)
+
+    def information(self) -> np.ndarray:
+        """``(N, turns, 3)`` nats told by the choice, the reward and both, each turn."""
+        return np.stack(self._info, axis=1)
 
 
 class _NoBar:
@@ -345,7 +408,7 @@ def plot_per_turn(result: EvaluationResult, path: str) -> None:
         ax.plot(turns, mean, marker="o", label=f"{name} ({s['return_mean']:.2f})")
         ax.fill_between(turns, mean - half, mean + half, alpha=0.2)
     ax.set_xlabel("turn")
-    ax.set_ylabel("utility of the chosen column")
+    ax.set_ylabel("mean reward of the turn")
     ax.set_xticks(turns)
     ax.set_title(f"PastaT2I-v0, {result.settings['episodes']} episodes per agent (95% CI)")
     ax.legend(title="agent (mean return)", fontsize="small")

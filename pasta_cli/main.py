@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, cast
 
+from pasta_env.rewards import REWARDS
 from simulators.errors import PastaError
 
 DEFAULT_AGENTS = "random,lmm,popular,greedy,bayes,oracle"
@@ -112,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       world=args.world, world_kwargs=world_options(args.world_option))
     s = result.settings
     print(f"PastaT2I-v0, world {s['world']}, {s['episodes']} episodes per agent, seed {s['seed']}, "
-          f"reward {s['reward']}; mean return with 95% CI, mean utility per turn, choice entropy (nats)\n")
+          f"reward {s['reward']}; mean return with 95% CI, mean reward per turn, choice entropy (nats)\n")
     print(result.table())
     print("\npaired differences (same users):")
     for c in result.comparisons():
@@ -144,7 +145,8 @@ def cmd_validate_world(args: argparse.Namespace) -> int:
     _positive(num_envs=args.num_envs)
     _outputs(json=args.json)
     report = world_validity.run(args.world, args.prompts, args.episodes, args.seed, args.num_envs,
-                                progress=not args.quiet, world_kwargs=world_options(args.world_option))
+                                progress=not args.quiet, world_kwargs=world_options(args.world_option),
+                                reward=args.reward)
     print(world_validity.markdown(report))
     if args.json:
         write_json(args.json, report)
@@ -582,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="episode e uses env seed SEED+e")
     ev.add_argument("--prompts", default=None,
                     help="initial prompts: a text file (one per line) or a CSV/TSV with a Prompt column")
-    ev.add_argument("--reward", default="chosen", choices=("chosen", "expected"), help="reward of a turn")
+    ev.add_argument("--reward", default=REWARDS[0], choices=REWARDS, help="reward of a turn")
     ev.add_argument("--num-envs", type=int, default=1024, help="users simulated at once")
     ev.add_argument("--json", default=None, help="write the results as JSON here")
     ev.add_argument("--plot", default=None, help="write per-turn utility curves here (PNG, PDF, SVG)")
@@ -598,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     vw.add_argument("--episodes", type=int, default=2000, help="episodes per agent")
     vw.add_argument("--seed", type=int, default=0, help="episode e uses env seed SEED+e")
     vw.add_argument("--num-envs", type=int, default=1024, help="users simulated at once")
+    vw.add_argument("--reward", default=REWARDS[0], choices=REWARDS,
+                    help="reward of a turn (the deterministic ones are expected to fail the report)")
     vw.add_argument("--json", default=None, help="write the report as JSON here")
     vw.add_argument("--quiet", action="store_true", help="no progress bar")
     _world_option_argument(vw)
@@ -768,7 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--world", default="synthetic", help="a registered world")
     gen.add_argument("--prompts", default=None,
                      help="initial prompts: a text file (one per line) or a CSV/TSV with a Prompt column")
-    gen.add_argument("--reward", default="chosen", choices=("chosen", "expected"), help="reward of a turn")
+    gen.add_argument("--reward", default=REWARDS[0], choices=REWARDS, help="reward of a turn")
     gen.add_argument("--precision", default="float16", choices=("float16", "float32"),
                      help="how embeddings are stored")
     _world_option_argument(gen)

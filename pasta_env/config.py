@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-REWARDS = ("chosen", "expected")
+from pasta_env.rewards import REWARDS, check_reward
+
+__all__ = ["REWARDS", "EnvConfig"]
 
 
 @dataclass(frozen=True)
@@ -17,8 +19,11 @@ class EnvConfig:
         slate_size: Prompts shown per turn, ``L``.
         images_per_prompt: Images rendered per shown prompt, ``M``.
         horizon: Turns per episode, ``H``.
-        reward: ``"chosen"`` (utility of the chosen column) or ``"expected"``
-            (utility expected under the user's choice probabilities).
+        reward: ``"experienced"`` (the chosen column's utility with the user's
+            taste shock; its expectation is the slate's inclusive value),
+            ``"chosen-utility"`` or ``"expected-utility"`` (the exact utility of
+            the chosen column, or its expectation: both identify the user type;
+            see :mod:`pasta_env.rewards`).
         expose_user_type: Put the hidden user type in ``info`` (oracles, analysis).
     """
 
@@ -26,7 +31,7 @@ class EnvConfig:
     slate_size: int = 4
     images_per_prompt: int = 4
     horizon: int = 5
-    reward: str = "chosen"
+    reward: str = "experienced"
     expose_user_type: bool = False
 
     def __post_init__(self):
@@ -37,8 +42,7 @@ class EnvConfig:
         if self.slate_size > self.num_candidates:
             raise ValueError(f"slate_size ({self.slate_size}) must not exceed num_candidates "
                              f"({self.num_candidates}): a slate shows distinct candidates")
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
+        check_reward(self.reward)
 
     def to_dict(self) -> dict:
         """The configuration as a JSON-ready dict."""

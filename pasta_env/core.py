@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pasta_env.config import EnvConfig
+from pasta_env.rewards import reward_code
 from pasta_env.spaces import distinct_slates
 from pasta_env.worlds import World
 from simulators.contract import Prompts
@@ -23,10 +24,12 @@ from simulators.users.user_model import aggregate
 #: :mod:`pasta_env.kernels` (numba), imported on the first call.
 kernels = lazy_module("pasta_env.kernels")
 
-#: Version of a step's arithmetic (not of its rules): raised when the same seeds and slates give other
-#: floats. 1: numpy array code; 2: the compiled kernels (candidates identical, embeddings and utilities
-#: moved in their last bits). Datasets record it; a replay needs the version they were made with.
-DYNAMICS_VERSION = 2
+#: Version of a step's arithmetic: raised when the same seeds and slates give other numbers. 1: numpy
+#: array code; 2: the compiled kernels (candidates identical, embeddings and utilities moved in their last
+#: bits); 3: the reward channel (the "experienced" reward, from one more uniform per step drawn after all
+#: others, so types, prompts, candidates, images and choices are those of version 2) and past rewards in
+#: the observation. Datasets record it; a replay needs the version they were made with.
+DYNAMICS_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,9 @@ class UniformLayout:
     """Where each draw of an episode sits in the user's uniform vector.
 
     Layout: user type, initial prompt, then per turn ``t = 0..H`` the
-    candidate draws, and per step ``t = 0..H-1`` one uniform per image and
-    one for the choice.
+    candidate draws, per step ``t = 0..H-1`` one uniform per image and one
+    for the choice, and last one uniform per step for the reward (placed
+    after everything else, so adding it moved no earlier draw).
     """
 
     horizon: int
@@ -62,8 +66,15 @@ class UniformLayout:
         return self.steps_start + t * (self.images_per_step + 1) + self.images_per_step
 
     @property
-    def size(self) -> int:
+    def rewards_start(self) -> int:
         return self.steps_start + self.horizon * (self.images_per_step + 1)
+
+    def reward(self, t: int) -> int:
+        return self.rewards_start + t
+
+    @property
+    def size(self) -> int:
+        return self.rewards_start + self.horizon
 
 
 class BatchCore:
@@ -113,12 +124,15 @@ class BatchCore:
         self.hist_mask = state["history_mask"]
         self.hist_slate_prompts = state["history_slate_prompts"]
         self.hist_slate_images = state["history_slate_images"]
+        self.hist_rewards = state["history_rewards"]
+        self.hist_rated = state["history_rated"]
         lo, hi = self._plan.span("history_prompts", "history_slate_images")
         self._history = self._state_block[lo:hi]
         # The request of each column, a read-only view: initial_emb is only ever written in place.
         self.requests = np.broadcast_to(self.initial_emb[:, None, :], (B, L, d))
         self.turn = 0
-        self._expected = config.reward == "expected"
+        self._reward_code = reward_code(config.reward)
+        self._temperature = float(world.user_model.temperature)
         self._users = np.arange(B)
         self._no_choice = np.full(B, -1, np.int64)
         # Each turn's uniforms, as views of u (written in place at every reset).
@@ -126,6 +140,7 @@ class BatchCore:
         self._u_cands = [self.u[:, lay.candidates(t)] for t in range(H + 1)]
         self._u_images = [self.u[:, lay.images(t)].reshape(B, L, M) for t in range(H)]
         self._u_choice = [self.u[:, lay.choice(t)] for t in range(H)]
+        self._u_reward = [self.u[:, lay.reward(t)] for t in range(H)]
         assert all(np.shares_memory(v, self.u) for v in self._u_images)  # views, not copies
         # Last step, for info and rendering.
         self.slate = np.zeros((B, L), np.int64)
@@ -220,15 +235,20 @@ class BatchCore:
 
         The second half of :meth:`step`; call :meth:`show` first.
 
+        A column given from outside (a person chose) records no rating: the
+        turn's ``history_rewards`` entry is 0 and ``history_rated`` 0; the
+        returned reward is still the simulated user's.
+
         Returns:
-            ``(B,)`` rewards.
+            ``(B,)`` rewards (float32 values, so the observation's history holds them exactly).
         """
         t = self.turn
         forced = self._no_choice if choice is None else np.asarray(choice, np.int64)
         kernels().record_turn(
-            t, self.choice_probs, self.utilities, self._u_choice[t], forced, self.slate_prompts.embeddings, self.images,
-            self._expected, self.choice, self.reward, self.hist_prompts, self.hist_images, self.hist_choices,
-            self.hist_mask, self.hist_slate_prompts, self.hist_slate_images, self.cur_emb)
+            t, self.choice_probs, self.utilities, self._u_choice[t], self._u_reward[t], forced,
+            self.slate_prompts.embeddings, self.images, self._reward_code, self._temperature, self.choice, self.reward,
+            self.hist_prompts, self.hist_images, self.hist_choices, self.hist_mask, self.hist_slate_prompts,
+            self.hist_slate_images, self.hist_rewards, self.hist_rated, self.cur_emb)
         self.cur = self.cands.take_columns(self.slate[self._users, self.choice])
         self.turn = t + 1
         self._turn.fill(t + 1)
@@ -277,6 +297,7 @@ class BatchCore:
             "initial_prompt": ((B, d), f32), "current_prompt": ((B, d), f32),
             "history_prompts": ((B, H, d), f32), "history_images": ((B, H, d), f32),
             "history_choices": ((B, H), i64), "history_mask": ((B, H), np.dtype(np.int8)),
+            "history_rewards": ((B, H), f32), "history_rated": ((B, H), np.dtype(np.int8)),
             "history_slate_prompts": ((B, H, L, d), f32), "history_slate_images": ((B, H, L, d), f32),
         }
 

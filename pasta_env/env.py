@@ -38,9 +38,12 @@ class PastaT2IEnv(gym.Env):
     rendered for each; the user scores every image against their request
     and their taste, ``s(k, p0, I)``, a column's utility is the mean of its
     image scores, and the user picks a column with probability
-    ``softmax(tau * utility)``. The chosen prompt becomes the current
-    prompt, so drifting away from the request is hard to undo. The agent
-    never sees the user type: it must infer it from the choices.
+    ``softmax(tau * utility)`` (a random-utility user: each column's
+    utility plus a Gumbel taste shock, the best one taken). The reward is
+    what the user experiences from the column they took. The chosen prompt
+    becomes the current prompt, so drifting away from the request is hard
+    to undo. The agent never sees the user type: it must infer it from the
+    choices and the rewards (ratings), both in the observation.
 
     ## Action Space
 
@@ -71,15 +74,36 @@ class PastaT2IEnv(gym.Env):
     ``history_images``        Box(-1, 1, (H, d))             mean embedding of the chosen column's images
     ``history_choices``       MultiDiscrete([L] * H)         chosen column of each past turn
     ``history_mask``          MultiBinary(H)                 1 for turns played
+    ``history_rewards``       Box(float32, (H,))             reward of each past turn (0 where unrated)
+    ``history_rated``         MultiBinary(H)                 1 where the user's reward was observed
     ``history_slate_prompts`` Box(-1, 1, (H, L, d))          every shown prompt of each past turn
     ``history_slate_images``  Box(-1, 1, (H, L, d))          mean image embedding of every shown column
     ========================= ============================== ===========================================
 
     ## Rewards
 
-    ``reward="chosen"`` (default): the utility of the chosen column.
-    ``reward="expected"``: the utility expected under the choice
-    probabilities (lower variance, same expectation).
+    ``reward="experienced"`` (default): the chosen column's utility
+    including the Gumbel taste shock the user acted on, less the shock's
+    mean: ``IV(u) + (g - gamma) / tau`` with ``g`` standard Gumbel, where
+    ``IV(u) = (1/tau) log sum_j exp(tau * u_j)`` is the slate's inclusive
+    value. Its expectation is ``IV(u)``: every good option shown raises it,
+    replacing a shown option by one the user values more never lowers it,
+    and junk beside a good option earns nothing (a known-type "best plus
+    three junk" slate is worth less than the best four). Its value does
+    not depend on which column won, and its noise (standard deviation
+    ``pi / (tau sqrt 6)``, about 1.26 for the shipped user model) leaves one
+    turn's feedback well short of naming the user type, as a person's rating
+    would. Past rewards are in the observation (``history_rewards``), so an
+    agent never needs the training loop's reward to act on it.
+
+    ``reward="chosen-utility"``: the chosen column's exact utility, and
+    ``reward="expected-utility"``: its expectation under the choice
+    probabilities. Both are deterministic functions of the hidden type and
+    of images already shown: matching them against each type's prediction
+    identifies the type after one turn, and under them one good option
+    beside three junk ones pays. They reproduce earlier figures and show
+    what ``pasta validate-world`` catches; the reference agents do not read
+    them. See :mod:`pasta_env.rewards`.
 
     ## Starting State
 
@@ -120,7 +144,8 @@ class PastaT2IEnv(gym.Env):
     ``slate_size``           4               prompts shown per turn ``L``
     ``images_per_prompt``    4               images per shown prompt ``M``
     ``horizon``              5               turns per episode ``H``
-    ``reward``               ``"chosen"``    ``"chosen"`` or ``"expected"``
+    ``reward``               ``"experienced"`` ``"experienced"``, ``"chosen-utility"`` or
+                                             ``"expected-utility"``
     ``world``                ``"synthetic"`` a registered world name or a :class:`World`
     ``prompts``              ``None``        initial prompts: list of strings or a file (one per
                                              line, or a CSV/TSV with a ``Prompt`` column)
@@ -144,12 +169,18 @@ class PastaT2IEnv(gym.Env):
       are sets (repeated indices filled by the rule above); the hidden
       user's utilities and choice probabilities left ``info`` unless
       ``expose_user_type=True``; the default user model was retrained.
+      Then the feedback channel (dynamics version 3): the default reward is
+      ``"experienced"`` (it was the chosen column's exact utility, which
+      identified the user type in one turn; now ``"chosen-utility"``, and
+      ``"expected"`` is ``"expected-utility"``), and the observation gained
+      ``history_rewards`` and ``history_rated``. Types, prompts, candidates,
+      images and choices are unchanged for the same seeds and slates.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}
 
     def __init__(self, num_candidates: int = 25, slate_size: int = 4, images_per_prompt: int = 4,
-                 horizon: int = 5, reward: str = "chosen", world: str | World = "synthetic",
+                 horizon: int = 5, reward: str = "experienced", world: str | World = "synthetic",
                  prompts: PromptsArg = None, expose_user_type: bool = False,
                  render_mode: str | None = None, world_kwargs: dict | None = None,
                  config: EnvConfig | None = None, **world_options: Any):
@@ -210,9 +241,11 @@ class PastaT2IEnv(gym.Env):
     def choose(self, column: int):
         """The second half: ``column`` of the shown slate is chosen; returns what :meth:`step` returns.
 
-        The simulated user's draw is consumed and ignored; the reward is the
-        chosen column's utility under the simulated user (which means little
-        when a person chose); ``info["chosen_by"]`` is ``"given"``.
+        The simulated user's draws are consumed and ignored; the returned
+        reward is the simulated user's (which means little when a person
+        chose), and the turn is recorded unrated: its ``history_rewards``
+        entry is 0 and ``history_rated`` 0, so agents that read ratings
+        ignore it. ``info["chosen_by"]`` is ``"given"``.
 
         Raises:
             ValueError: No slate is shown, or ``column`` is not one of its columns.

@@ -12,24 +12,32 @@ import numpy as np
 
 from simulators.jit import compiled
 
+#: Euler's constant (the mean of a standard Gumbel variable); see :mod:`pasta_env.rewards`.
+EULER_GAMMA = 0.5772156649015329
+
 
 @compiled()
-def record_turn(t, probs, util, u_choice, forced, slate_emb, images, expected, choice, reward, hist_prompts,
-                hist_images, hist_choices, hist_mask, hist_slate_prompts, hist_slate_images,
-                current):  # pragma: no cover - compiled
-    """Draw each user's column and write turn ``t`` into the history.
+def record_turn(t, probs, util, u_choice, u_reward, forced, slate_emb, images, reward_kind, temperature, choice,
+                reward, hist_prompts, hist_images, hist_choices, hist_mask, hist_slate_prompts, hist_slate_images,
+                hist_rewards, hist_rated, current):  # pragma: no cover - compiled
+    """Draw each user's column and reward and write turn ``t`` into the history.
 
     Args:
         t: The turn.
         probs, util: ``(B, L)`` choice probabilities and column utilities.
         u_choice: ``(B,)`` the choice's uniforms: the chosen column is the
             number of cumulative probabilities below it (at most ``L - 1``).
+        u_reward: ``(B,)`` the reward's uniforms (the ``"experienced"`` reward's Gumbel draw).
         forced: ``(B,)`` a column chosen from outside (a person), or -1 to draw it.
         slate_emb: ``(B, L, d)`` shown prompts.
         images: ``(B, L, M, d)`` their images.
-        expected: Reward the expected utility instead of the chosen one.
-        choice, reward: ``(B,)`` outputs.
-        hist_*: The history arrays; row ``t`` is written.
+        reward_kind: Index in :data:`pasta_env.rewards.REWARDS`: 0 experienced
+            (``IV(u) + (g - gamma) / tau``, ``g`` standard Gumbel), 1 the
+            chosen column's utility, 2 its expectation under ``probs``.
+        temperature: ``tau`` of the user's choice.
+        choice, reward: ``(B,)`` outputs (rewards are float32 values).
+        hist_*: The history arrays; row ``t`` is written (a forced column's
+            turn is recorded unrated: reward 0, rated 0).
         current: ``(B, d)`` the chosen prompt's embedding (the new current prompt).
     """
     B, L, M, d = images.shape
@@ -45,13 +53,23 @@ def record_turn(t, probs, util, u_choice, forced, slate_emb, images, expected, c
         if forced[b] >= 0:
             c = forced[b]
         choice[b] = c
-        if expected:
+        if reward_kind == 0:
+            top = -np.inf
+            for j in range(L):
+                top = max(top, temperature * np.float64(util[b, j]))
+            total = 0.0
+            for j in range(L):
+                total += np.exp(temperature * np.float64(util[b, j]) - top)
+            v = np.float64(u_reward[b]) + 2.0 ** -25
+            shock = -np.log(-np.log(v))
+            r = np.float32((top + np.log(total)) / temperature + (shock - EULER_GAMMA) / temperature)
+        elif reward_kind == 1:
+            r = util[b, c]
+        else:
             r = np.float32(0.0)
             for j in range(L):
                 r += probs[b, j] * util[b, j]
-            reward[b] = r
-        else:
-            reward[b] = util[b, c]
+        reward[b] = r
         for j in range(L):
             means = hist_slate_images[b, t, j]
             img = images[b, j]
@@ -67,6 +85,9 @@ def record_turn(t, probs, util, u_choice, forced, slate_emb, images, expected, c
         hist_images[b, t, :] = hist_slate_images[b, t, c]
         hist_choices[b, t] = c
         hist_mask[b, t] = 1
+        rated = forced[b] < 0
+        hist_rewards[b, t] = r if rated else np.float32(0.0)
+        hist_rated[b, t] = 1 if rated else 0
         current[b, :] = slate_emb[b, c]
 
 

@@ -12,6 +12,8 @@ from simulators.jit import lazy_module
 
 #: :mod:`pasta_env.kernels` (numba), imported on the first call.
 kernels = lazy_module("pasta_env.kernels")
+#: Rewards are float32 values of any size (finite bounds: Gymnasium's checker warns of infinite ones).
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def observation_space(config: EnvConfig, dim: int, num_categories: int) -> spaces.Dict:
@@ -38,6 +40,8 @@ def observation_space(config: EnvConfig, dim: int, num_categories: int) -> space
         "history_images": emb(H),
         "history_choices": spaces.MultiDiscrete(np.full(H, L)),
         "history_mask": spaces.MultiBinary(H),
+        "history_rewards": spaces.Box(-_F32_MAX, _F32_MAX, shape=(H,), dtype=np.float32),
+        "history_rated": spaces.MultiBinary(H),
         "history_slate_prompts": emb(H, L),
         "history_slate_images": emb(H, L),
     })

@@ -66,7 +66,7 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
     metadata = {"render_modes": ["ansi", "rgb_array"], "autoreset_mode": _NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, num_candidates: int = 25, slate_size: int = 4,
-                 images_per_prompt: int = 4, horizon: int = 5, reward: str = "chosen",
+                 images_per_prompt: int = 4, horizon: int = 5, reward: str = "experienced",
                  world: str | World = "synthetic", prompts: PromptsArg = None,
                  expose_user_type: bool = False, render_mode: str | None = None,
                  world_kwargs: dict | None = None, num_threads: int | None = None,

@@ -5,10 +5,12 @@ The observation d3rlpy sees is the flat vector of :data:`OBSERVATION_KEYS`
 the action is the slate's prompt embeddings, ``L * d`` values.
 
 * :class:`HistoryEncoder` reads the history: for each played turn the
-  chosen prompt, the chosen image, and how the chosen image differs from
-  the other shown columns (the user's revealed preference), pooled over the
-  played turns (``history_mask``: unplayed turns count for nothing), with
-  the request, the current prompt and the turn.
+  chosen prompt, the chosen image, how the chosen image differs from the
+  other shown columns (the user's revealed preference) and the turn's
+  reward (the user's rating, standardised by the training data's mean and
+  spread; zero with its flag off where a turn was not rated), pooled over
+  the played turns (``history_mask``: unplayed turns count for nothing),
+  with the request, the current prompt and the turn.
 * :class:`SlateCriticEncoder` is ``mean_{p in slate} g(h, p)``; d3rlpy's
   mean Q-function head is linear, so ``Q(h, P) = w . mean_p g(h, p) + b =
   mean_p f(h, p)`` with ``f(h, p) = w . g(h, p) + b``: the decomposed slate
@@ -37,7 +39,8 @@ from d3rlpy.models.torch import Encoder, EncoderWithAction  # noqa: E402
 
 #: What the agent's networks read of an observation (the candidates come with the action instead).
 OBSERVATION_KEYS: tuple[str, ...] = ("turn", "initial_prompt", "current_prompt", "history_prompts", "history_images",
-                                     "history_choices", "history_mask", "history_slate_images")
+                                     "history_choices", "history_mask", "history_rewards", "history_rated",
+                                     "history_slate_images")
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -50,11 +53,13 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 class HistoryEncoder(Encoder):
     """``h = phi(history)``: ``(B, D)`` flat observations to ``(B, hidden)`` features."""
 
-    def __init__(self, horizon: int, slate_size: int, dim: int, hidden: int):
+    def __init__(self, horizon: int, slate_size: int, dim: int, hidden: int, reward_shift: float = 0.0,
+                 reward_scale: float = 1.0):
         super().__init__()
         self.slots = observation_slots(horizon, slate_size, dim)
         self.horizon, self.slate_size, self.dim = horizon, slate_size, dim
-        self.turn_net = _mlp([3 * dim, hidden, hidden])
+        self.reward_shift, self.reward_scale = reward_shift, reward_scale
+        self.turn_net = _mlp([3 * dim + 2, hidden, hidden])
         self.head = _mlp([hidden + 2 * dim + horizon + 1, hidden, hidden])
 
     def part(self, x: torch.Tensor, key: str) -> torch.Tensor:
@@ -67,7 +72,10 @@ class HistoryEncoder(Encoder):
         chosen_image = self.part(x, "history_images")
         shown = self.part(x, "history_slate_images")  # (B, H, L, d)
         others = (shown.sum(dim=2) - chosen_image) / max(self.slate_size - 1, 1)
-        turns = self.turn_net(torch.cat([chosen_prompt, chosen_image, chosen_image - others], dim=-1))
+        rated = self.part(x, "history_rated")  # (B, H)
+        rating = rated * (self.part(x, "history_rewards") - self.reward_shift) / self.reward_scale
+        turns = self.turn_net(torch.cat([chosen_prompt, chosen_image, chosen_image - others, rating[..., None],
+                                         rated[..., None]], dim=-1))
         pooled = (turns * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
         turn = self.part(x, "turn").long().clamp(0, self.horizon)
         onehot = nn.functional.one_hot(turn, self.horizon + 1).to(x.dtype)
@@ -78,9 +86,10 @@ class HistoryEncoder(Encoder):
 class SlateCriticEncoder(EncoderWithAction):
     """``mean_{p in slate} g(h, p)``: flat observations and ``(B, L * d)`` slates to ``(B, hidden)``."""
 
-    def __init__(self, horizon: int, slate_size: int, dim: int, hidden: int):
+    def __init__(self, horizon: int, slate_size: int, dim: int, hidden: int, reward_shift: float = 0.0,
+                 reward_scale: float = 1.0):
         super().__init__()
-        self.history = HistoryEncoder(horizon, slate_size, dim, hidden)
+        self.history = HistoryEncoder(horizon, slate_size, dim, hidden, reward_shift, reward_scale)
         self.slate_size, self.dim = slate_size, dim
         self.prompt_net = _mlp([hidden + 2 * dim, hidden, hidden])
 
@@ -104,16 +113,22 @@ class PastaEncoderFactory(EncoderFactory):
     Attributes:
         horizon, slate_size, dim: The env's ``H``, ``L`` and ``d``.
         hidden: Width of every hidden layer.
+        reward_shift, reward_scale: The past rewards the history encoder
+            reads are standardised as ``(r - shift) / scale`` (the trainer
+            sets the training data's mean and standard deviation).
     """
 
     horizon: int = 5
     slate_size: int = 4
     dim: int = 64
     hidden: int = 256
+    reward_shift: float = 0.0
+    reward_scale: float = 1.0
 
     def create(self, observation_shape: Any) -> HistoryEncoder:
         self._check(observation_shape)
-        return HistoryEncoder(self.horizon, self.slate_size, self.dim, self.hidden)
+        return HistoryEncoder(self.horizon, self.slate_size, self.dim, self.hidden, self.reward_shift,
+                              self.reward_scale)
 
     def create_with_action(self, observation_shape: Any, action_size: int,
                            discrete_action: bool = False) -> SlateCriticEncoder:
@@ -121,7 +136,8 @@ class PastaEncoderFactory(EncoderFactory):
         if discrete_action or action_size != self.slate_size * self.dim:
             raise ValueError(f"the slate critic takes {self.slate_size} prompt embeddings of {self.dim} values "
                              f"({self.slate_size * self.dim} continuous values), got action size {action_size}")
-        return SlateCriticEncoder(self.horizon, self.slate_size, self.dim, self.hidden)
+        return SlateCriticEncoder(self.horizon, self.slate_size, self.dim, self.hidden, self.reward_shift,
+                                  self.reward_scale)
 
     def _check(self, observation_shape: Any) -> None:
         want = observation_size(self.horizon, self.slate_size, self.dim)
@@ -132,7 +148,7 @@ class PastaEncoderFactory(EncoderFactory):
 
     @staticmethod
     def get_type() -> str:
-        return "pasta_t2i_v1"
+        return "pasta_t2i_v2"  # v2: the history holds the past rewards
 
 
 def observation_slots(horizon: int, slate_size: int, dim: int) -> dict[str, tuple[int, int, tuple[int, ...]]]:

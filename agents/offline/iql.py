@@ -60,10 +60,16 @@ def algo_device(device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
-def make_iql(settings: IQLSettings, horizon: int, slate_size: int, dim: int, device: str = "cpu"):
-    """A d3rlpy IQL with PASTA's networks, its parameters initialised from ``settings.seed``."""
+def make_iql(settings: IQLSettings, horizon: int, slate_size: int, dim: int, device: str = "cpu",
+             reward_norm: tuple[float, float] = (0.0, 1.0)):
+    """A d3rlpy IQL with PASTA's networks, its parameters initialised from ``settings.seed``.
+
+    ``reward_norm``: the mean and standard deviation the history encoder
+    standardises past rewards with (the training data's).
+    """
     d3rlpy = _d3rlpy()
-    factory = PastaEncoderFactory(horizon=horizon, slate_size=slate_size, dim=dim, hidden=settings.hidden)
+    factory = PastaEncoderFactory(horizon=horizon, slate_size=slate_size, dim=dim, hidden=settings.hidden,
+                                  reward_shift=float(reward_norm[0]), reward_scale=float(reward_norm[1]))
     config = d3rlpy.algos.IQLConfig(
         batch_size=settings.batch_size, gamma=settings.gamma, expectile=settings.expectile,
         weight_temp=settings.weight_temp, critic_learning_rate=settings.critic_lr,
@@ -128,6 +134,10 @@ class IQLAgent(Agent):
             ModelMismatchError: The model was trained for other sizes, categories or another world.
         """
         meta = read_model_meta(path)
+        if meta.get("observation_keys") != list(OBSERVATION_KEYS):
+            raise ModelMismatchError(
+                f"{path}: the model reads the observation keys {meta.get('observation_keys')}, this version reads "
+                f"{list(OBSERVATION_KEYS)} (the past rewards joined the history); retrain it with `pasta train-iql`")
         want = {"horizon": config.horizon, "slate_size": config.slate_size, "dim": world.dim,
                 "num_candidates": config.num_candidates, "categories": list(world.candidates.categories)}
         for key, value in want.items():
@@ -212,6 +222,9 @@ class _Sampler:
             raise ValueError(f"the datasets have different sizes (horizon, candidates, slate, dim): {sorted(layouts)}")
         if len(worlds) > 1:
             raise ValueError("the datasets come from different worlds; train on data of one world")
+        rewards = torch.cat([part["rewards"] for part in self.parts]).double()
+        #: Mean and standard deviation of every dataset's rewards (what the history encoder standardises by).
+        self.reward_norm = (float(rewards.mean()), max(float(rewards.std()), 1e-6))
         shares = np.asarray(mix, float)
         counts = np.floor(shares / shares.sum() * batch_size).astype(int)
         counts[np.argmax(shares - counts / batch_size)] += batch_size - counts.sum()
@@ -314,7 +327,7 @@ def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings
         kwargs = manifest["env_kwargs"]
         world = world_of(kwargs)
         env_config = env_config_of(kwargs)
-        algo = make_iql(settings, lay.horizon, lay.slate_size, lay.dim, device)
+        algo = make_iql(settings, lay.horizon, lay.slate_size, lay.dim, device, sampler.reward_norm)
         identity = {"settings": asdict(settings), "mix": mix, "device_kind": torch.device(device).type,
                     "data": [_data_identity(d) for d in data], "code_version": code_version()}
         state = _State(out, identity)
@@ -406,7 +419,7 @@ def _write_model(out: Path, algo, lay, world: World, manifest: dict, settings: I
     with atomic_path(out / "model.d3") as tmp:
         algo.save(tmp)
     meta = {
-        "format": MODEL_FORMAT, "format_version": 1, "code_version": code_version(),
+        "format": MODEL_FORMAT, "format_version": 2, "code_version": code_version(),
         "d3rlpy_config": json.loads(algo.config.serialize()),
         "observation_shape": list(algo.impl.observation_shape), "action_size": int(algo.impl.action_size),
         "observation_keys": list(OBSERVATION_KEYS),

@@ -90,8 +90,8 @@ class TrajectoryDataset:
 
     def observations(self, t: int) -> dict[str, np.ndarray]:
         """The env's observation ``t`` (``0..H``) of every selected episode, batched."""
-        return full_observations(self.arrays(("candidates", "last_images", "last_choice", "actions", "request")),
-                                 self.categories, t)
+        needed = ("candidates", "last_images", "last_choice", "actions", "rewards", "request")
+        return full_observations(self.arrays(needed), self.categories, t)
 
     def __getitem__(self, i: int) -> Episode:
         if not -len(self) <= i < len(self):

@@ -28,8 +28,9 @@ Every other part of an observation is a function of these:
 ``current_prompt`` and ``history_prompts`` are the chosen candidates,
 ``history_slate_prompts`` the shown ones, ``history_images`` and
 ``history_choices`` come from ``last_images``/``last_choice``,
-``candidate_categories`` is fixed by the world (stored once), ``turn`` and
-the masks follow from ``t``. :func:`full_observations` rebuilds them.
+``history_rewards`` are the earlier ``rewards`` (every generated turn is
+rated), ``candidate_categories`` is fixed by the world (stored once),
+``turn`` and the masks follow from ``t``. :func:`full_observations` rebuilds them.
 
 Embeddings are stored as ``float16`` by default: unit vectors in [-1, 1]
 keep a relative error below 2^-11 (absolute below 2.5e-4), and the
@@ -110,8 +111,8 @@ def full_observations(arrays: dict[str, np.ndarray], categories: np.ndarray, t: 
 
     Args:
         arrays: Per-episode arrays of :data:`ARRAYS` with a leading episode axis
-            (``candidates``, ``last_images``, ``last_choice``, ``actions`` and
-            ``request`` are read).
+            (``candidates``, ``last_images``, ``last_choice``, ``actions``,
+            ``rewards`` and ``request`` are read).
         categories: ``(C,)`` category of each candidate.
         t: Observation index.
 
@@ -120,7 +121,7 @@ def full_observations(arrays: dict[str, np.ndarray], categories: np.ndarray, t: 
         episodes, embeddings as ``float32``.
     """
     cands, images = arrays["candidates"], arrays["last_images"]
-    choice, actions, request = arrays["last_choice"], arrays["actions"], arrays["request"]
+    choice, actions, request, rewards = arrays["last_choice"], arrays["actions"], arrays["request"], arrays["rewards"]
     E, horizon1, C, d = cands.shape
     H, L = horizon1 - 1, actions.shape[2]
     if not 0 <= t <= H:
@@ -133,6 +134,7 @@ def full_observations(arrays: dict[str, np.ndarray], categories: np.ndarray, t: 
     hist_images = np.zeros((E, H, d), f32)
     hist_choices = np.zeros((E, H), np.int64)
     mask = np.zeros((E, H), np.int8)
+    hist_rewards = np.zeros((E, H), f32)
     for j in range(t):
         shown = cands[rows, j, actions[:, j]]  # (E, L, d)
         c = choice[:, j + 1]
@@ -142,6 +144,7 @@ def full_observations(arrays: dict[str, np.ndarray], categories: np.ndarray, t: 
         hist_images[:, j] = images[rows[:, 0], j + 1, c]
         hist_choices[:, j] = c
         mask[:, j] = 1
+        hist_rewards[:, j] = rewards[:, j]
     return {
         "candidates": cands[:, t].astype(f32),
         "candidate_categories": np.broadcast_to(np.asarray(categories, np.int64), (E, C)).copy(),
@@ -153,6 +156,8 @@ def full_observations(arrays: dict[str, np.ndarray], categories: np.ndarray, t: 
         "history_images": hist_images,
         "history_choices": hist_choices,
         "history_mask": mask,
+        "history_rewards": hist_rewards,
+        "history_rated": mask.copy(),
         "history_slate_prompts": hist_slate_prompts,
         "history_slate_images": hist_slate_images,
     }

@@ -24,8 +24,8 @@ from pasta_env.spaces import observation_space
 #: The observation keys in the order they are flattened by default.
 OBSERVATION_KEYS: tuple[str, ...] = (
     "candidates", "candidate_categories", "action_mask", "turn", "initial_prompt", "current_prompt",
-    "history_prompts", "history_images", "history_choices", "history_mask", "history_slate_prompts",
-    "history_slate_images",
+    "history_prompts", "history_images", "history_choices", "history_mask", "history_rewards", "history_rated",
+    "history_slate_prompts", "history_slate_images",
 )
 ACTIONS = ("embeddings", "indices")
 
@@ -88,7 +88,7 @@ def to_d3rlpy(dataset: TrajectoryDataset, keys: Sequence[str] = OBSERVATION_KEYS
             continuous values (PASTA's representation); ``"indices"``: the
             ``L`` candidate indices as floats.
 
-    Memory: ``E * H`` observations of ``4 * D`` bytes (all keys: D = 4,989
+    Memory: ``E * H`` observations of ``4 * D`` bytes (all keys: D = 4,999
     for the default sizes, about 20 KB a step, 3 GB for 30,000 episodes);
     pass fewer ``keys`` for less.
     """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from pasta_cli.main import main
@@ -167,13 +168,22 @@ def test_validate_world_report_runs_its_checks(tmp_path):
     report = world_validity.run(episodes=200, seed=3, num_envs=100, progress=False)
     names = {c["check"]: c for c in report["checks"]}
     assert names["no privileged info reaches a non-privileged agent"]["passed"]
-    for probe in ("exploit-duplicates", "exploit-info"):
+    for probe in ("exploit-duplicates", "exploit-info", "exploit-rewards", "exploit-decoys", "known-type-myopic"):
         assert names[f"{probe} does not beat oracle"]["passed"]
         assert report["agents"][probe]["return_mean"] < report["agents"]["oracle"]["return_mean"]
+    assert names["exploit-rewards does not beat bayes"]["passed"]
+    assert names["one turn's feedback leaves the type uncertain"]["passed"]
     assert set(report["gaps"]) == {"adaptation", "knowing the user", "planning ahead"}
     assert 0.125 < report["identifiability"]["bayes"] <= 1.0
+    channel = report["feedback_channel"]
+    assert abs(channel["type_entropy"] - np.log(8)) < 0.01
+    mass = channel["bayes"]["true_type_mass_per_turn"]
+    assert len(mass) == 5 and 0.125 < mass[0] < mass[-1] <= 1.0
+    told = channel["bayes"]["information_per_turn"]
+    assert 0 < told["choice"][0] < told["both"][0] < channel["type_entropy"]
     text = world_validity.markdown(report)
     assert "| adaptation | bayes - popular |" in text and "request kept" in text
+    assert "nats told by the choice and reward" in text
 
 
 def test_validate_world_cli_writes_json_and_names_bad_input(tmp_path, capsys):

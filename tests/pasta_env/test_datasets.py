@@ -36,9 +36,9 @@ def small(tmp_path_factory):
     return folder
 
 
-def as_stored(x: np.ndarray) -> np.ndarray:
-    """What the dataset keeps of an env array: float16-rounded embeddings, exact integers."""
-    return x.astype(np.float16).astype(np.float32) if x.dtype == np.float32 else x
+def as_stored(x: np.ndarray, key: str = "") -> np.ndarray:
+    """What the dataset keeps of an env array: float16-rounded embeddings, exact rewards and integers."""
+    return x.astype(np.float16).astype(np.float32) if x.dtype == np.float32 and key != "history_rewards" else x
 
 
 def replay(seed: int, slates: np.ndarray):
@@ -60,7 +60,8 @@ def test_stored_episodes_rebuild_the_env_observations_step_by_step(small):
         steps = replay(ep.seed, ep.actions)
         for t, (obs, _, reward, term) in enumerate(steps):
             for k, v in obs.items():
-                np.testing.assert_array_equal(ep.observations[k][t], as_stored(np.asarray(v)), err_msg=f"{i}/{t}/{k}")
+                np.testing.assert_array_equal(ep.observations[k][t], as_stored(np.asarray(v), k),
+                                              err_msg=f"{i}/{t}/{k}")
             if t:
                 assert ep.rewards[t - 1] == reward and ep.terminations[t - 1] == term
     assert not ds[0].truncations.any()
@@ -314,7 +315,7 @@ def test_flat_layout_places_every_key(small):
     slots = flat_observation_layout(layout)
     assert list(slots) == list(OBSERVATION_KEYS)
     assert slots["candidates"] == (0, 1600, (25, 64))
-    assert max(b for _, b, _ in slots.values()) == 4989
+    assert max(b for _, b, _ in slots.values()) == 4999
     with pytest.raises(ValueError, match="unknown observation key"):
         flat_observation_layout(layout, ("nope",))
 
@@ -332,11 +333,11 @@ def test_d3rlpy_episodes_match_the_env_transitions_step_by_step(small):
     for i in SAMPLE:  # d3rlpy's own Minari loader shifts every episode after the first
         ep, stored = episodes[i], ds[i]
         steps = replay(stored.seed, stored.actions)
-        assert ep.observations.shape == (5, 4989) and ep.terminated
+        assert ep.observations.shape == (5, 4999) and ep.terminated
         for t in range(5):
             obs = steps[t][0]
             for k, (a, b, _) in slots.items():
-                want = as_stored(np.asarray(obs[k])).astype(np.float32).reshape(-1)
+                want = as_stored(np.asarray(obs[k]), k).astype(np.float32).reshape(-1)
                 np.testing.assert_array_equal(ep.observations[t, a:b], want, err_msg=f"{i}/{t}/{k}")
             shown = obs["candidates"][steps[t + 1][1]["slate"]]
             np.testing.assert_array_equal(ep.actions[t], as_stored(shown).reshape(-1))

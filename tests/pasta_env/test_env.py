@@ -107,7 +107,7 @@ def test_info_has_texts_and_choices_but_nothing_of_the_hidden_user(actions):
 
 
 def test_exposed_info_has_the_users_utilities_and_choice_probabilities(actions):
-    env = gym.make(ENV_ID, expose_user_type=True)
+    env = gym.make(ENV_ID, reward="chosen-utility", expose_user_type=True)
     env.reset(seed=0)
     _, reward, *_, info = env.step(actions[0])
     probs, util = info["choice_probs"], info["utilities"]
@@ -125,7 +125,7 @@ def test_slate_texts_are_the_shown_candidates(actions):
 
 
 def test_expected_reward_is_probability_weighted(actions):
-    env = gym.make(ENV_ID, reward="expected", expose_user_type=True)
+    env = gym.make(ENV_ID, reward="expected-utility", expose_user_type=True)
     env.reset(seed=5)
     _, reward, *_, info = env.step(actions[0])
     assert reward == pytest.approx(float(info["choice_probs"] @ info["utilities"]), rel=1e-5)
@@ -275,7 +275,8 @@ def test_kernels_run_uncached_with_one_warning_where_nothing_is_writable():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"reward": "best"}, "reward must be one of chosen, expected"),
+    ({"reward": "best"}, "reward must be one of experienced, chosen-utility, expected-utility, got 'best'$"),
+    ({"reward": "chosen"}, "got 'chosen' .it was renamed 'chosen-utility'."),
     ({"slate_size": 0}, "slate_size must be a positive integer"),
     ({"num_candidates": 5, "slate_size": 6}, "slate_size .6. must not exceed num_candidates .5."),
     ({"num_candidates": 24}, "the synthetic world proposes 5, 10, 15, 20 or 25 candidates"),
@@ -322,15 +323,18 @@ def test_a_column_chosen_from_outside_drives_the_episode():
         obs_g, r_g, *_, info_g = given.step_with_choice(slate, info_f["choice"])
         assert info_g["chosen_by"] == "given" and "chosen_by" not in info_f
         assert r_f == r_g and info_f["choice"] == info_g["choice"]
-        for k in obs_f:
+        for k in set(obs_f) - {"history_rewards", "history_rated"}:
             np.testing.assert_array_equal(obs_f[k], obs_g[k], err_msg=f"turn {t}: {k}")
+        # A given column is a person's choice: no rating is recorded, so agents that read ratings skip it.
+        assert obs_f["history_rated"][t] == 1 and obs_f["history_rewards"][t] == np.float32(r_f)
+        assert obs_g["history_rated"][t] == 0 and obs_g["history_rewards"][t] == 0
     free.reset(seed=9)
     _, _, *_, drawn = free.step(slates[0])
     column = (drawn["choice"] + 1) % 4  # another column than the user's: the episode follows it
     obs, reward, *_, info = other.step_with_choice(slates[0], column)
     assert info["choice"] == column and obs["history_choices"][0] == column
     np.testing.assert_array_equal(obs["current_prompt"], obs["history_slate_prompts"][0, column])
-    assert reward == pytest.approx(float(info["utilities"][column]))
+    assert obs["history_rated"][0] == 0 and np.isfinite(reward)
     for bad in (4, -1, 1.0, True):
         with pytest.raises(ValueError, match="column must be an integer"):
             other.step_with_choice(slates[1], bad)
