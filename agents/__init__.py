@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from agents.base import Agent, best_per_category, top_diverse
 from agents.baselines import LMMAgent, RandomAgent, RandomDiverseAgent
 from agents.model_based import (
@@ -42,19 +44,46 @@ for _cls in (RandomAgent, RandomDiverseAgent, LMMAgent, PopularAgent, GreedyAgen
     register_agent(_cls)
 
 
-#: Agents with weights: name -> "module:Class", imported when first asked for (they need torch and d3rlpy).
-#: The class has ``load(path, world, config, seed)``.
-AGENTS_WITH_WEIGHTS: dict[str, str] = {"iql": "agents.offline.iql:IQLAgent"}
+#: Agents with weights: name -> "module:Class" (imported when first asked for: they need torch and d3rlpy),
+#: or the class itself. The class has ``load(path, world, config, seed)``.
+AGENTS_WITH_WEIGHTS: dict[str, str | type] = {"iql": "agents.offline.iql:IQLAgent"}
+#: The entry-point group through which other packages register agents: ``name = "module:Class"``. A class
+#: with ``needs_model = True`` is named ``NAME:MODEL`` and built by its ``load(path, world, config, seed)``.
+ENTRY_POINT_GROUP = "pasta_t2i.agents"
+
+
+def _declared() -> dict[str, Any]:
+    """Agents other packages declare (entry points not yet loaded), by name; registered names win."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)
+            if ep.name not in AGENTS and ep.name not in AGENTS_WITH_WEIGHTS}
+
+
+def _find(name: str) -> None:
+    """Register a declared agent ``name`` now (import its class), if a package declares one."""
+    ep = _declared().get(name)
+    if ep is None:
+        return
+    cls = ep.load()
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise ValueError(f"entry point {ep.value!r} of agent {name!r} is not an agents.Agent subclass")
+    if getattr(cls, "needs_model", False):
+        AGENTS_WITH_WEIGHTS[name] = cls
+    else:
+        AGENTS[name] = cls
 
 
 def agent_names() -> list[str]:
-    """Every agent name, those with weights written ``NAME:MODEL``."""
-    return sorted([*AGENTS, *(f"{n}:MODEL" for n in AGENTS_WITH_WEIGHTS)])
+    """Every agent name, those with weights written ``NAME:MODEL``, those other packages declare included."""
+    return sorted([*AGENTS, *(f"{n}:MODEL" for n in AGENTS_WITH_WEIGHTS), *_declared()])
 
 
 def check_agent_spec(spec: str) -> None:
     """Raise ``ValueError`` if ``spec`` names no agent (before any work starts)."""
     name, sep, model = spec.partition(":")
+    if name not in AGENTS and name not in AGENTS_WITH_WEIGHTS:
+        _find(name)
     if name in AGENTS_WITH_WEIGHTS:
         if not model:
             raise ValueError(f"agent {name!r} needs a model: write {name}:PATH")
@@ -73,10 +102,13 @@ def make_agent(name: str, world, config, seed: int | None = None) -> Agent:
     check_agent_spec(name)
     base, _, model = name.partition(":")
     if base in AGENTS_WITH_WEIGHTS:
-        import importlib
+        cls = AGENTS_WITH_WEIGHTS[base]
+        if isinstance(cls, str):
+            import importlib
 
-        module, cls = AGENTS_WITH_WEIGHTS[base].split(":")
-        return getattr(importlib.import_module(module), cls).load(model, world, config, seed)
+            module, attr = cls.split(":")
+            cls = getattr(importlib.import_module(module), attr)
+        return cls.load(model, world, config, seed)  # type: ignore[union-attr]
     return AGENTS[name](world, config, seed)
 
 

@@ -29,6 +29,8 @@ class Agent:
     #: Whether the agent needs the hidden user type (``info["user_type"]``). The
     #: evaluation harness shows privileged information only to agents that say so.
     privileged = False
+    #: Whether the agent is built from a model file (named ``NAME:MODEL``, built by ``load``).
+    needs_model = False
 
     def __init__(self, world: World, config: EnvConfig, seed: int | None = None):
         self.world = world

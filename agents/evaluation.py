@@ -33,10 +33,10 @@ from agents import make_agent
 from pasta_env import ENV_ID
 from pasta_env.datasets.identity import same_world, world_identity
 from pasta_env.distributed import RayBackend, WorkerPool, one_blas_thread, shard_seed
-from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
+from pasta_env.env import PRIVILEGED_INFO_KEYS
 from pasta_env.rewards import choice_log_likelihood, reward_log_likelihood
 from pasta_env.stats import ci95
-from pasta_env.worlds import PromptsArg
+from pasta_env.worlds import PromptsArg, build_world
 from simulators.atomic import atomic_path
 
 

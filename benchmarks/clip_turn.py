@@ -12,7 +12,7 @@ weights (nothing is downloaded):
 * open_clip ViT-H-14 (PASTA's encoder): 16 images and 25 prompts;
 * the user model's scoring of the 16 image embeddings.
 
-``python -m benchmarks.clip_turn --device cuda --steps 1 4`` prints a table and
+``pasta bench-clip-turn --device cuda --steps 1 4`` prints a table and
 writes ``results/clip_turn.json``; ``--tiny`` swaps in miniature
 configurations so the script itself can be checked on a CPU in seconds.
 ``--compile`` runs the UNet and decoder through ``torch.compile``.
@@ -20,7 +20,6 @@ configurations so the script itself can be checked on a CPU in seconds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -28,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from simulators.atomic import write_json
 
 #: SDXL's UNet (stabilityai/stable-diffusion-xl-base-1.0, unet/config.json).
 SDXL_UNET = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
@@ -202,30 +199,3 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| steps | ms per turn | images/s |", "|---|---|---|"]
     lines += [f"| {n} | {result['turn_ms'][n]:.1f} | {result['images_per_s'][n]:.1f} |" for n in result["turn_ms"]]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--steps", type=int, nargs="+", default=[1, 4])
-    p.add_argument("--size", type=int, default=512, help="image height and width in pixels")
-    p.add_argument("--images", type=int, default=16,
-                   help="images per batch (16: one user's turn; 64: four users' turns at once)")
-    p.add_argument("--load", action="store_true", help="also time loading the weights from safetensors files")
-    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
-    p.add_argument("--tiny", action="store_true", help="miniature configurations (a CPU check of the script)")
-    p.add_argument("--tiny-vae", action="store_true", help="decode with the tiny autoencoder architecture")
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet and the decoder")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--json", default="results/clip_turn.json")
-    args = p.parse_args(argv)
-    result = run(args.device, tuple(args.steps), args.size, images=args.images, dtype=args.dtype, tiny=args.tiny,
-                 tiny_vae=args.tiny_vae, compile=args.compile, repeats=args.repeats, load=args.load)
-    print(markdown(result))
-    write_json(args.json, result)
-    print(f"wrote {args.json}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import resource
 import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +29,19 @@ from benchmarks.common import machine, table, write_json
 from pasta_env.stats import ci95
 
 
-def generate_in_child(out: Path, episodes: int, policy: str, seed: int) -> dict[str, Any]:
-    """Run ``pasta generate`` in a child process; its wall time and peak memory."""
+def generate_in_child(out: Path, episodes: int, policy: str, seed: int,
+                      cli: Sequence[str] = ("pasta",)) -> dict[str, Any]:
+    """Run ``pasta generate`` in a child process (``cli`` runs ``pasta``); its wall time and peak memory."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    cmd = [sys.executable, "-m", "pasta_cli.main", "generate", "--episodes", str(episodes), "--policy", policy,
-           "--seed", str(seed), "--out", str(out), "--quiet"]
+    cmd = [*cli, "generate", "--episodes", str(episodes), "--policy", policy, "--seed", str(seed), "--out", str(out),
+           "--quiet"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"pasta generate failed: {proc.stderr.strip()}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"command": "pasta " + " ".join(cmd[3:-3] + ["--out", "DIR"]), "wall_s": round(wall, 2),
+    return {"command": "pasta " + " ".join(cmd[len(cli):-3] + ["--out", "DIR"]), "wall_s": round(wall, 2),
             "peak_rss_mb": round(max(peak, before) / 1024, 1), "output": proc.stdout.strip()}
 
 
@@ -92,7 +93,8 @@ def float16_cost(episodes: int, seed: int, agents: tuple[str, ...] = ("lmm", "gr
 
 
 def run(episodes: int = 30000, policy: str = "lmm", seed: int = 0, precision_episodes: int = 2000,
-        json_path: str | None = "results/datasets.json", out: str | None = None) -> dict[str, Any]:
+        json_path: str | None = "results/datasets.json", out: str | None = None,
+        cli: Sequence[str] = ("pasta",)) -> dict[str, Any]:
     """Generate, measure, verify; print a summary and write JSON.
 
     Args:
@@ -102,12 +104,13 @@ def run(episodes: int = 30000, policy: str = "lmm", seed: int = 0, precision_epi
         precision_episodes: Episodes per agent for the float16 measurement (0 skips it).
         json_path: Where to write the figures (``None``: nowhere).
         out: Where to put the dataset (``None``: a temporary folder, removed after).
+        cli: How to run the ``pasta`` command (generation is timed as a whole process).
     """
     from pasta_env.datasets import info, verify
 
     with tempfile.TemporaryDirectory(prefix="pasta-bench-") as tmp:
         folder = Path(out) if out else Path(tmp) / "dataset"
-        gen = generate_in_child(folder, episodes, policy, seed)
+        gen = generate_in_child(folder, episodes, policy, seed, cli)
         facts = info(folder)
         t0 = time.perf_counter()
         report = verify(folder)

@@ -39,6 +39,7 @@ def run(out: str = "results/iql", episodes: int = 30000, steps: int = 3000, eval
         eval_seed: int = 1_000_000, recipes: tuple[str, ...] = tuple(RECIPES), hidden: int = 128,
         batch_size: int = 256, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Generate, train, evaluate; print the tables and write JSON, markdown and plots under ``out``."""
+    from agents import make_agent
     from agents.evaluation import evaluate, plot_per_turn
     from agents.offline.iql import IQLSettings, train_iql
     from pasta_env.datasets import DatasetSpec, generate
@@ -52,7 +53,8 @@ def run(out: str = "results/iql", episodes: int = 30000, steps: int = 3000, eval
             if key not in datasets:
                 t0 = time.perf_counter()
                 datasets[key] = root / "data" / key
-                generate(datasets[key], DatasetSpec(episodes=episodes, policy=policy, epsilon=eps), progress=progress)
+                generate(datasets[key], DatasetSpec(episodes=episodes, policy=policy, epsilon=eps), progress=progress,
+                         make_policy=make_agent)
                 timings[f"generate {key}"] = round(time.perf_counter() - t0, 1)
     settings = IQLSettings(steps=steps, batch_size=batch_size, hidden=hidden, eval_every=max(steps // 6, 1),
                            eval_episodes=500)

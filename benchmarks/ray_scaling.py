@@ -16,7 +16,7 @@ to the single-process one:
 
 Projected, on paper: wall time of PASTA's 30,000 clip-world trajectories
 (150,000 turns) on 1, 8 and 64 GPUs, from a GPU's per-turn cost (measured
-with ``benchmarks.clip_turn``; default the H100 figures shipped in
+with ``pasta bench-clip-turn``; default the H100 figures shipped in
 ``benchmarks/reference/clip_turn_h100.json``, or ``--turn-s`` such as the
 reference 0.3 s), a worker's start-up and model load, and what the driver
 must receive (the arrays' bytes per episode at the clip world's 1024-d).
@@ -43,10 +43,11 @@ CLIP_DIM = 1024
 
 
 def _generate(out: Path, spec, backend) -> tuple[float, dict[str, Any]]:
+    from agents import make_agent
     from pasta_env.datasets import generate
 
     t0 = time.perf_counter()
-    manifest = generate(out, spec, progress=False, backend=backend)
+    manifest = generate(out, spec, progress=False, make_policy=make_agent, backend=backend)
     return time.perf_counter() - t0, manifest
 
 
@@ -56,7 +57,9 @@ def _workers_ready(spec, workers: int) -> float:
     from pasta_env.distributed import RayBackend, WorkerPool
 
     t0 = time.perf_counter()
-    with WorkerPool(RayBackend(num_workers=workers), ChunkWorker, (spec, None, 1), workers) as pool:
+    from agents import make_agent
+
+    with WorkerPool(RayBackend(num_workers=workers), ChunkWorker, (spec, make_agent, 1), workers) as pool:
         pool.call_all("facts")
         return time.perf_counter() - t0
 
@@ -80,7 +83,7 @@ def scaling(name: str, spec, workers: tuple[int, ...], folder: Path) -> list[dic
 
 
 def per_turn_costs(paths: list[str]) -> list[dict[str, Any]]:
-    """Per-user turn costs from ``benchmarks.clip_turn`` JSON files (a batch of 16k images is k users' turns)."""
+    """Per-user turn costs from ``pasta bench-clip-turn`` JSON files (a batch of 16k images is k users' turns)."""
     out = []
     for path in paths:
         data = json.loads(Path(path).read_text())
@@ -151,9 +154,9 @@ def run(episodes: int = 20000, chunk: int = 1024, clip_episodes: int = 48, clip_
         json_path: str | None = "results/ray_scaling.json") -> dict[str, Any]:
     """Measure, project, print and write the figures."""
     from pasta_env.datasets import DatasetSpec
-    from pasta_env.distributed import require_ray
+    from simulators.backends import require
 
-    ray = require_ray()
+    ray = require("ray", "pasta bench-ray")
     if ray.is_initialized():
         raise RuntimeError("bench-ray times Ray's start-up: run it in a process where Ray is not started")
     result: dict[str, Any] = {"machine": machine(), "settings": {
@@ -205,7 +208,7 @@ def markdown(result: dict[str, Any]) -> str:
     basis = result["projection_basis"]
     lines = [f"Ray {result['settings']['ray']}, {result['machine']['cpu_count']} CPUs; local Ray started in "
              f"{result['ray_init_s']:.1f} s", "", table(result["rows"], cols), "",
-             "per-user turn cost on a GPU (benchmarks.clip_turn):", "",
+             "per-user turn cost on a GPU (pasta bench-clip-turn):", "",
              table(result["per_turn_costs"], ["gpu", "steps", "decoder", "users_per_batch", "turn_s"]), "",
              f"projected: {TRAJECTORIES} clip-world trajectories at {basis['turn_s']} s per user-turn "
              f"({basis.get('gpu')}), start-up {basis['startup_s']} s, model load {basis['model_load_s']} s, "
@@ -214,14 +217,3 @@ def markdown(result: dict[str, Any]) -> str:
              table(result["projection"], ["gpus", "chunk", "shards", "shards_per_gpu", "gpu_hours", "wall_h",
                                           "efficiency", "bound"])]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.ray_scaling ...``: the same as ``pasta bench-ray ...``."""
-    from pasta_cli.main import main as pasta
-
-    return pasta(["bench-ray", *(argv if argv is not None else __import__("sys").argv[1:])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

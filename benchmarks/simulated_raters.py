@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ REQUESTS = ["a red fox in a snowy forest", "a lighthouse at dusk", "a bowl of ra
             "a portrait of an old sailor", "a cozy reading nook"]
 
 
-def pipeline(folder: Path, agents: list[str], raters: int, sessions: int, seed: int) -> dict[str, Any]:
+def pipeline(folder: Path, agents: list[str], raters: int, sessions: int, seed: int,
+             serve: Sequence[str]) -> dict[str, Any]:
     """Simulated raters' sessions through the app and the report, beside ``evaluate``'s ranking."""
     from agents.evaluation import evaluate
     from pasta_app.report import report
@@ -43,7 +45,7 @@ def pipeline(folder: Path, agents: list[str], raters: int, sessions: int, seed: 
 
     world = make_world("synthetic")
     srv = Server(folder, "--raters", str(raters), "--agents", ",".join(agents), "--rate", "1000",
-                 "--seed", str(seed))
+                 "--seed", str(seed), command=serve)
     t0 = time.perf_counter()
     log: list = []
     try:
@@ -62,7 +64,7 @@ def pipeline(folder: Path, agents: list[str], raters: int, sessions: int, seed: 
             "sessions": raters * sessions, "wall_s": round(wall, 2)}
 
 
-def load(folder: Path, concurrent: int, seconds: float, agents: list[str]) -> dict[str, Any]:
+def load(folder: Path, concurrent: int, seconds: float, agents: list[str], serve: Sequence[str]) -> dict[str, Any]:
     """``concurrent`` raters at once for ``seconds``; throughput, latencies, and the records checked."""
     import json
 
@@ -71,7 +73,8 @@ def load(folder: Path, concurrent: int, seconds: float, agents: list[str]) -> di
 
     world = make_world("synthetic")
     # --rate 1000: the server is measured here, not its per-rater limit
-    srv = Server(folder, "--raters", str(concurrent), "--agents", ",".join(agents), "--rate", "1000")
+    srv = Server(folder, "--raters", str(concurrent), "--agents", ",".join(agents), "--rate", "1000",
+                 command=serve)
     try:
         run = crowd(srv, world, [f"rater-{i + 1:04d}" for i in range(concurrent)], seconds, REQUESTS)
     finally:
@@ -93,14 +96,15 @@ def load(folder: Path, concurrent: int, seconds: float, agents: list[str]) -> di
 
 
 def run(agents: list[str], raters: int = 16, sessions: int = 9, concurrent: int = 50, seconds: float = 20.0,
-        seed: int = 0, json_path: str | None = "results/serve.json") -> dict[str, Any]:
-    """Both runs; print and write the figures."""
+        seed: int = 0, json_path: str | None = "results/serve.json",
+        cli: Sequence[str] = ("pasta",)) -> dict[str, Any]:
+    """Both runs; print and write the figures. ``cli`` runs the ``pasta`` command (``serve`` is added)."""
     from pasta_app.report import markdown
 
     with tempfile.TemporaryDirectory() as tmp:
         result = {"machine": machine(),
-                  "pipeline": pipeline(Path(tmp) / "pipeline", agents, raters, sessions, seed),
-                  "load": load(Path(tmp) / "load", concurrent, seconds, agents)}
+                  "pipeline": pipeline(Path(tmp) / "pipeline", agents, raters, sessions, seed, [*cli, "serve"]),
+                  "load": load(Path(tmp) / "load", concurrent, seconds, agents, [*cli, "serve"])}
     p, lo = result["pipeline"], result["load"]
     print(f"pipeline: {p['sessions']} sessions by {raters} simulated raters in {p['wall_s']} s")
     print(markdown(p["report"]))

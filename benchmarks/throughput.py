@@ -3,7 +3,6 @@
 Usage::
 
     pasta bench [--sardine PATH] [--seconds 3] [--runs 3] [--profile 25] [--json results/throughput.json]
-    python -m benchmarks.throughput ARGS
 
 Measures, each figure the median of ``--runs`` interleaved runs of
 ``--seconds`` each (random slates, resets included):
@@ -37,6 +36,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import gymnasium as gym
@@ -193,11 +193,13 @@ def startup(runs: int = 3, cold: bool = True) -> dict:
     return result
 
 
-def evaluate_job(episodes: int = 2000) -> dict:
-    """Wall seconds of the README's main job, ``pasta evaluate --episodes N --seed 0``, in a fresh process."""
+def evaluate_job(episodes: int = 2000, cli: Sequence[str] = ("pasta",)) -> dict:
+    """Wall seconds of the README's main job, ``pasta evaluate --episodes N --seed 0``, in a fresh process.
+
+    ``cli`` runs the ``pasta`` command (the command line, above this layer, says how).
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pasta_cli.main", "evaluate", "--episodes", str(episodes), "--seed", "0",
-               "--json", os.path.join(tmp, "eval.json")]
+        cmd = [*cli, "evaluate", "--episodes", str(episodes), "--seed", "0", "--json", os.path.join(tmp, "eval.json")]
         start = time.perf_counter()
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         wall = round(time.perf_counter() - start, 1)
@@ -265,7 +267,8 @@ def profile(top: int = 25, steps: int = 5000, vector_steps: int = 60) -> dict:
 
 
 def run(seconds: float = 3.0, runs: int = 3, sardine: str | None = None, json_path: str | None = None,
-        sizes=VECTOR_SIZES, with_startup: bool = True, evaluate_episodes: int = 2000, profile_top: int = 0) -> dict:
+        sizes=VECTOR_SIZES, with_startup: bool = True, evaluate_episodes: int = 2000, profile_top: int = 0,
+        cli: Sequence[str] = ("pasta",)) -> dict:
     """Run the throughput benchmark; print tables and write JSON.
 
     Args:
@@ -301,7 +304,7 @@ def run(seconds: float = 3.0, runs: int = 3, sardine: str | None = None, json_pa
               f"first reset+step {w['first_reset_step_s']} s, whole process {w['process_wall_s']} s; "
               f"with an empty kernel cache (first run on a machine): whole process {c['process_wall_s']} s")
     if evaluate_episodes:
-        payload["evaluate_job"] = evaluate_job(evaluate_episodes)
+        payload["evaluate_job"] = evaluate_job(evaluate_episodes, cli)
         print(f"{payload['evaluate_job']['command']}: {payload['evaluate_job']['wall_s']} s")
     payload["observation_bytes"] = observation_bytes()
     payload["peak_rss_mb_1024_envs"] = peak_rss_mb()
@@ -316,14 +319,3 @@ def run(seconds: float = 3.0, runs: int = 3, sardine: str | None = None, json_pa
     if json_path:
         write_json(json_path, payload)
     return payload
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.throughput ARGS`` is ``pasta bench ARGS``."""
-    from pasta_cli.main import main as pasta
-
-    return pasta(["bench", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

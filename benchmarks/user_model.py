@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.user_model [--data data/planted] [--json results/user_model.json]
+    pasta bench-user-model [--data data/planted] [--json results/user_model.json]
 
 Generates planted synthetic data (8 tastes; 2,000 training and 500 held-out
 users; 100,000 training records) unless ``--data`` already holds it, trains
@@ -13,8 +13,6 @@ planted model on the held-out users. Checks the targets: adjusted Rand index
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -25,36 +23,33 @@ COLUMNS = ["model", "pairwise_accuracy", "rating_spearman", "choice_accuracy", "
            "adjusted_rand_index"]
 
 
-def main(argv=None) -> dict:
-    """Run the benchmark; print a table and write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="data/planted", help="planted data folder (made if missing)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--json", default="results/user_model.json")
-    args = parser.parse_args(argv)
+def run(data: str = "data/planted", epochs: int = 20, json_path: str | None = "results/user_model.json") -> dict:
+    """Run the benchmark; print a table and write JSON.
 
-    import torch
-
+    Args:
+        data: Planted data folder (generated there if it holds none).
+        epochs: EM epochs.
+        json_path: Where to write the figures (``None``: nowhere).
+    """
     from pasta_env.synthetic_data import SyntheticDataConfig, generate
     from simulators.preferences.data import read_dataset
     from simulators.users.checkpoint import load_user_model
     from simulators.users.em import EMConfig, train_user_model
     from simulators.users.evaluation import evaluate_user_model
 
-    torch.set_num_threads(1)
-    data = Path(args.data)
+    folder = Path(data)
     timings = {}
-    if not (data / "train").is_dir():
+    if not (folder / "train").is_dir():
         t0 = time.perf_counter()
-        generate(data, SyntheticDataConfig(), progress=False)
+        generate(folder, SyntheticDataConfig(), progress=False)
         timings["generate_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    train, test = read_dataset(data / "train"), read_dataset(data / "test")
+    train, test = read_dataset(folder / "train"), read_dataset(folder / "test")
     timings["read_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    model, history = train_user_model(train, EMConfig(num_types=8, epochs=args.epochs), progress=False)
+    model, history = train_user_model(train, EMConfig(num_types=8, epochs=epochs), progress=False)
     timings["train_s"] = round(time.perf_counter() - t0, 1)
-    planted = load_user_model(data / "planted_model.npz")
+    planted = load_user_model(folder / "planted_model.npz")
     rows = [{"model": "planted", **evaluate_user_model(planted, test)},
             {"model": "EM K=8", **evaluate_user_model(model, test)}]
     for r in rows:
@@ -69,12 +64,9 @@ def main(argv=None) -> dict:
     print(table(rows, COLUMNS))
     print(f"\ntraining records: {len(train)} ({train.counts()}), users: {train.num_users}")
     print(f"timings (s): {timings}; checks: {checks}")
-    payload = {"benchmark": "user_model", "command": "python -m benchmarks.user_model " + " ".join(
-        argv if argv is not None else sys.argv[1:]), "rows": rows, "timings": timings, "checks": checks,
-        "train_records": len(train), "history": history, "machine": machine()}
-    write_json(args.json, payload)
+    payload = {"benchmark": "user_model", "command": f"pasta bench-user-model --data {data} --epochs {epochs}",
+               "rows": rows, "timings": timings, "checks": checks, "train_records": len(train), "history": history,
+               "machine": machine()}
+    if json_path:
+        write_json(json_path, payload)
     return payload
-
-
-if __name__ == "__main__":
-    main()

@@ -2,8 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.user_model_sweep --k 1,2,4,8,16,32 --data DIR/train --test DIR/test \\
-        --out results/user_model_sweep
+    pasta user-model-sweep --k 1,2,4,8,16,32 --data DIR/train --test DIR/test --out results/user_model_sweep
 
 Trains one model per K on ``--data`` and evaluates each on the held-out users
 of ``--test`` (see :mod:`simulators.users.evaluation`); without ``--test``,
@@ -14,7 +13,6 @@ table.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -136,14 +134,3 @@ def run(ks: list[int], data: str, test: str | None = None, planted: str | None =
                                        "args": args})
     plot(rows, folder / "sweep.png")
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.user_model_sweep ARGS`` is ``pasta user-model-sweep ARGS``."""
-    from pasta_cli.main import main as pasta
-
-    return pasta(["user-model-sweep", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

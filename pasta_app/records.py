@@ -33,15 +33,10 @@ from typing import Any
 import numpy as np
 
 from simulators.atomic import atomic_path, write_json
-from simulators.errors import PastaError
 
 ACCESS, SESSIONS, CHOICES, EMBEDDINGS = "access.json", "sessions.jsonl", "choices.jsonl", "embeddings"
 #: The answers a rater gives from turn 2 on.
 ANSWERS = ("Better", "Same", "Worse")
-
-
-class AccessError(PastaError, PermissionError):
-    """A request without a valid token, or for what its token does not open."""
 
 
 def token_hash(token: str) -> str:

@@ -116,7 +116,8 @@ class Sessions:
         # Worlds whose parts are not thread-safe (the clip world's models, shared by every session) step
         # one session at a time; the synthetic world's sessions step in parallel.
         self.model_lock = threading.Lock()
-        self.parts: dict[str, Any] = {}
+        #: The first world built; the others are it with another request (:meth:`World.with_prompts`).
+        self.base: Any = None
         self.rng = None if seed is None else np.random.default_rng([seed, len(folder.sessions())])
         self._rebuild()
 
@@ -124,22 +125,16 @@ class Sessions:
 
     def _world(self, prompt: str):
         """The world whose only initial prompt is ``prompt`` (kept for the last 64 prompts)."""
-        from pasta_env.env import build_world
+        from pasta_env.worlds import build_world
 
         with self.lock:
             if prompt in self.worlds:
                 self.worlds.move_to_end(prompt)
                 return self.worlds[prompt]
-            options = dict(self.world_options)
-            if self.world_name == "clip":  # the models are loaded once and shared by every session's world
-                if not self.parts:
-                    first = build_world("clip", [prompt], 25, options)
-                    self.parts = {"encoder": first.encoder, "t2i": getattr(first.images, "t2i", None),
-                                  "chat": getattr(first.candidates, "chat", None), "user_model": first.user_model}
-                options.update({k: v for k, v in self.parts.items() if v is not None})
-                for key in ("clip_model", "clip_pretrained", "t2i_model", "lmm_model"):
-                    options.pop(key, None)
-            world = build_world(self.world_name, [prompt], 25, options)
+            if self.base is None:  # the world's models load once; every request's world shares them
+                world = self.base = build_world(self.world_name, [prompt], 25, self.world_options)
+            else:
+                world = self.base.with_prompts([prompt])
             self.worlds[prompt] = world
             if len(self.worlds) > 64:
                 self.worlds.popitem(last=False)

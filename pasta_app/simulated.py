@@ -14,8 +14,8 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
+from collections.abc import Sequence
 from html import unescape
 from pathlib import Path
 
@@ -32,17 +32,23 @@ def free_port() -> int:
 class Server:
     """``pasta serve --data DATA ARGS`` in a child process on a free loopback port; its invite links.
 
+    Args:
+        data: The app's data folder.
+        *args: More arguments of ``pasta serve``.
+        command: How to run ``pasta serve`` (e.g. ``[python, "-m", "pasta_cli.main", "serve"]``); the
+            caller, above this layer, says.
+        timeout: Seconds to wait for the server to answer.
+
     Raises:
         RuntimeError: The server exited or did not answer within ``timeout`` seconds.
     """
 
-    def __init__(self, data: str | Path, *args: str, timeout: float = 120.0):
+    def __init__(self, data: str | Path, *args: str, command: Sequence[str], timeout: float = 120.0):
         import httpx
 
         self.data, self.port = Path(data), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "pasta_cli.main", "serve", "--data", str(data),
-                                      "--port", str(self.port), *args],
+        self.proc = subprocess.Popen([*command, "--data", str(data), "--port", str(self.port), *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.links: dict[str, str] = {}
         deadline = time.monotonic() + timeout

@@ -18,6 +18,7 @@ build tiny random models of the real classes. Needs
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,10 @@ def make_clip_world(prompts: PromptsArg = None, num_candidates: int = 25,
         users = user_model or planted_clip_user_model(encoder)
     texts = read_prompts(prompts) if prompts is not None else default_prompt_texts()
     initial = TextPrompts(texts, encoder.encode(texts))
+    remake = functools.partial(make_clip_world, num_candidates=num_candidates, lmm_temperature=lmm_temperature,
+                               user_model=users, seeds=seeds, encoder=encoder, t2i=t2i, chat=chat)
     return World("clip", generator, PixelImageModel(t2i, encoder, seeds=seeds), users, initial, encoder,
-                 thread_safe=False)
+                 thread_safe=False, remake=remake)
 
 
 register_world("clip", make_clip_world)

@@ -82,11 +82,6 @@ class RayBackend:
         return max(1, int(self.cpus_per_worker))
 
 
-def require_ray() -> Any:
-    """The ``ray`` module, or :class:`~simulators.errors.DependencyNotInstalled` with the install hint."""
-    return require("ray", "--backend ray")
-
-
 def _start_ray(ray, backend: RayBackend) -> bool:
     """Connect to (or start) Ray; whether this call started it (and so must shut it down)."""
     if ray.is_initialized():
@@ -138,7 +133,7 @@ class WorkerPool:
     """
 
     def __init__(self, backend: RayBackend, worker: type, args: tuple, shards: int):
-        ray = self.ray = require_ray()
+        ray = self.ray = require("ray", "--backend ray")
         from ray.util import ActorPool
 
         self.backend = backend

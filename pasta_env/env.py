@@ -13,7 +13,7 @@ from pasta_env.core import BatchCore, forced_types
 from pasta_env.render import render_frame, render_turn
 from pasta_env.spaces import action_space, observation_space, validate_actions
 from pasta_env.text import LazyTexts
-from pasta_env.worlds import PromptsArg, World, check_world_options, make_world
+from pasta_env.worlds import PromptsArg, World, build_world
 from simulators.errors import PastaError
 
 #: ``info`` keys that belong to the hidden user; present only with ``expose_user_type=True``.
@@ -341,21 +341,3 @@ def setup(config: EnvConfig | None, args: dict[str, Any], render_modes: list[str
             raise ValueError(f"pass either config= or {', '.join(changed)}, not both")
     options = {**(args["world_kwargs"] or {}), **args.get("world_options", {})}
     return config, build_world(args["world"], args["prompts"], config.num_candidates, options)
-
-
-def build_world(world: str | World, prompts: PromptsArg, num_candidates: int,
-                world_kwargs: dict | None) -> World:
-    """The world an env runs on, from a name or a ready :class:`World`.
-
-    Raises:
-        ValueError: Options given with a ready world, or an option the
-            world's factory does not take (the message lists those it takes).
-    """
-    if isinstance(world, World):
-        if prompts is not None or world_kwargs:
-            raise ValueError("pass prompts and world options to the world factory, not with a ready World")
-        return world
-    kwargs = dict(world_kwargs or {})
-    kwargs.setdefault("num_candidates", num_candidates)
-    check_world_options(world, kwargs)
-    return make_world(world, prompts=prompts, **kwargs)

@@ -14,9 +14,10 @@ import csv
 import functools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,9 @@ class World:
         thread_safe: Whether the parts may be called from several threads at
             once (the vector env then shards users over threads); worlds
             whose models batch users themselves (on a GPU) say ``False``.
+        remake: ``prompts -> World``: the same world with other initial
+            prompts, sharing its loaded parts (what :meth:`with_prompts`
+            calls; a factory sets it, ``None`` where a world cannot).
 
     Raises:
         ShapeError: The parts disagree on the embedding dimension.
@@ -64,6 +68,7 @@ class World:
     initial_prompts: Prompts
     encoder: PromptEncoder | None = None
     thread_safe: bool = True
+    remake: Callable[[PromptsArg], World] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         prompts = self.initial_prompts
@@ -90,8 +95,21 @@ class World:
         """Text of the ``i``-th initial prompt."""
         return self.initial_prompts[i].text()
 
+    def with_prompts(self, prompts: PromptsArg) -> World:
+        """The same world with ``prompts`` as its initial prompts, its loaded models shared (no reload).
+
+        Raises:
+            ValueError: The world was not made by a factory that can remake it.
+        """
+        if self.remake is None:
+            raise ValueError(f"world {self.name!r} cannot be remade with other prompts; build it again with "
+                             "prompts=... instead")
+        return self.remake(prompts)
+
 
 _WORLDS: dict[str, Callable[..., World]] = {}
+#: The entry-point group through which other packages register worlds: ``name = "module:factory"``.
+ENTRY_POINT_GROUP = "pasta_t2i.worlds"
 
 
 def register_world(name: str, factory: Callable[..., World]) -> None:
@@ -99,7 +117,9 @@ def register_world(name: str, factory: Callable[..., World]) -> None:
 
     The factory takes ``prompts=`` and ``num_candidates=`` (the env's ``L_C``;
     it raises a ``ValueError`` naming the counts it supports) and its own
-    keyword options.
+    keyword options. A package can instead declare it in its metadata, in the
+    entry-point group ``pasta_t2i.worlds`` (``my_world = "my_pkg.world:make"``):
+    it is found by name, and imported only when first built.
 
     Raises:
         ValueError: Another factory is already registered under ``name``.
@@ -109,9 +129,30 @@ def register_world(name: str, factory: Callable[..., World]) -> None:
     _WORLDS[name] = factory
 
 
+def _entry_points() -> dict[str, Any]:
+    """Worlds other packages declare (entry points not yet loaded), by name; the registered ones win."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _WORLDS}
+
+
 def world_names() -> tuple[str, ...]:
-    """Names of the registered worlds."""
-    return tuple(sorted(_WORLDS))
+    """Names of the registered worlds, those other packages declare included."""
+    return tuple(sorted({*_WORLDS, *_entry_points()}))
+
+
+def world_factory(name: str) -> Callable[..., World]:
+    """The factory of world ``name`` (a declared one is imported and registered now).
+
+    Raises:
+        ValueError: No world has that name; the message lists the known worlds.
+    """
+    if name not in _WORLDS:
+        declared = _entry_points().get(name) if isinstance(name, str) else None
+        if declared is None:
+            raise ValueError(f"unknown world {name!r}; registered worlds: {', '.join(world_names())}")
+        register_world(name, declared.load())
+    return _WORLDS[name]
 
 
 def make_world(name: str = "synthetic", **kwargs) -> World:
@@ -124,18 +165,33 @@ def make_world(name: str = "synthetic", **kwargs) -> World:
     Raises:
         ValueError: ``name`` is not registered; the message lists the known worlds.
     """
-    if name not in _WORLDS:
-        raise ValueError(f"unknown world {name!r}; registered worlds: {', '.join(world_names())}")
-    return _WORLDS[name](**kwargs)
+    return world_factory(name)(**kwargs)
+
+
+def build_world(world: str | World, prompts: PromptsArg, num_candidates: int,
+                world_kwargs: dict | None) -> World:
+    """The world an env runs on, from a name or a ready :class:`World`.
+
+    Raises:
+        ValueError: An unknown world, options given with a ready world, or
+            an option the world's factory does not take (the message lists
+            those it takes).
+    """
+    if isinstance(world, World):
+        if prompts is not None or world_kwargs:
+            raise ValueError("pass prompts and world options to the world factory, not with a ready World")
+        return world
+    kwargs = dict(world_kwargs or {})
+    kwargs.setdefault("num_candidates", num_candidates)
+    check_world_options(world, kwargs)
+    return make_world(world, prompts=prompts, **kwargs)
 
 
 def check_world_options(name: str, options: dict) -> None:
-    """Raise a ``ValueError`` naming the options world ``name``'s factory does not take (and those it does)."""
+    """Raise a ``ValueError`` for an unknown world, or naming the options its factory does not take."""
     import inspect
 
-    factory = _WORLDS.get(name)
-    if factory is None:
-        raise ValueError(f"unknown world {name!r}; registered worlds: {', '.join(world_names())}")
+    factory = world_factory(name)
     params = inspect.signature(factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -284,7 +340,7 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | Non
     vocab = P.Vocabulary.default()
     if len(vocab) != len(table.phrases) or tuple(vocab.phrases) != table.phrases:
         raise AssetError("the phrase table does not match the vocabulary; rebuild it with "
-                         "`python -m simulators.build_assets`")
+                         "`pasta build-assets`")
     encoder = LazyStaticTextEncoder(table.dim)
     if prompts is None:
         space = P.PromptSpace(vocab, table.embeddings, table.slot_weights)
@@ -303,8 +359,10 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | Non
         raise ValueError(f"the synthetic world proposes 5, 10, 15, 20 or 25 candidates per turn (the same number "
                          f"in each of its {len(CATEGORIES)} categories), got num_candidates={num_candidates}")
     generator = SyntheticCandidateGenerator(space, seed=seed, per_category=k)
+    remake = functools.partial(make_synthetic_world, user_model=users, image_config=image_config,
+                               num_candidates=num_candidates, seed=seed)
     return World("synthetic", generator, SyntheticImageModel(space, image_config, seed=seed), users,
-                 space.prompts(initial), encoder)
+                 space.prompts(initial), encoder, remake=remake)
 
 
 def synthetic_space(world: World) -> P.PromptSpace:

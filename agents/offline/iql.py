@@ -37,10 +37,10 @@ from pasta_env.config import EnvConfig
 from pasta_env.datasets import load
 from pasta_env.datasets.manifest import env_config_of, world_of
 from pasta_env.datasets.offline import transition_arrays
-from pasta_env.datasets.store import require
 from pasta_env.stats import ci95
 from pasta_env.worlds import World
 from simulators.atomic import atomic_path, write_json
+from simulators.backends import require
 from simulators.errors import PastaError
 from simulators.files import FileFormatError, WriteLock, check_output_file, code_version
 
@@ -52,7 +52,7 @@ class ModelMismatchError(PastaError, ValueError):
 
 
 def _d3rlpy():
-    return require("d3rlpy", extra="offline")
+    return require("d3rlpy", "PASTA's IQL agent")
 
 
 def algo_device(device: str) -> str:
@@ -109,6 +109,7 @@ class IQLAgent(Agent):
     """
 
     name = "iql"
+    needs_model = True
 
     def __init__(self, world: World, config: EnvConfig, seed: int | None = None, algo: Any = None,
                  name: str = "iql"):

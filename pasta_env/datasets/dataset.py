@@ -11,7 +11,8 @@ import numpy as np
 
 from pasta_env.datasets.layout import ARRAYS, Layout, full_observations
 from pasta_env.datasets.manifest import TURNS_FILE, read_manifest
-from pasta_env.datasets.store import DATA_DIR, read_arrays, require
+from pasta_env.datasets.store import DATA_DIR, read_arrays
+from simulators.backends import require
 
 
 @dataclass(frozen=True)

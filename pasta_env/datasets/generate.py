@@ -41,17 +41,15 @@ from pasta_env.core import DYNAMICS_VERSION
 from pasta_env.datasets.identity import same_world, world_identity
 from pasta_env.datasets.layout import ARRAYS, PRECISIONS, Layout
 from pasta_env.datasets.manifest import MANIFEST, PARTIAL, TURNS_FILE, read_manifest, returns_summary
-from pasta_env.datasets.store import DATA_DIR, MAIN_FILE, HDF5Writer, env_spec_for, file_sha256, require
+from pasta_env.datasets.store import DATA_DIR, MAIN_FILE, HDF5Writer, env_spec_for, file_sha256
 from pasta_env.datasets.turns import arrow_texts, turn_table
 from pasta_env.distributed import RayBackend, WorkerPool, one_blas_thread, shard_seed
-from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
+from pasta_env.env import PRIVILEGED_INFO_KEYS
 from pasta_env.vector_env import PastaT2IVectorEnv
-from pasta_env.worlds import World
+from pasta_env.worlds import World, build_world
 from simulators.atomic import atomic_path, write_json
+from simulators.backends import require
 from simulators.files import FileFormatError, WriteLock, claim_output_dir, code_version, fingerprint, read_npz
-
-#: Where policy names are looked up (the agents registry), unless ``make_policy`` is given.
-POLICY_REGISTRY = "agents"
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,8 @@ class DatasetSpec:
 
     Attributes:
         episodes: Number of episodes ``E``.
-        policy: Behaviour policy: a registered agent name (``lmm``, ``bayes``, ``random``...).
+        policy: Behaviour policy: the name ``make_policy`` builds it from (for
+            :func:`agents.make_agent`, ``lmm``, ``bayes``, ``iql:MODEL``...).
         seed: Episode ``e`` is the env reset with seed ``seed + e``; the policy
             and the epsilon draws are seeded from it too.
         epsilon: Probability that a turn's slate is uniformly random instead of
@@ -141,11 +140,10 @@ class DatasetSpec:
 
 
 def _policy_factory(make_policy: Callable | None) -> Callable:
-    if make_policy is not None:
-        return make_policy
-    import importlib
-
-    return importlib.import_module(POLICY_REGISTRY).make_agent
+    if make_policy is None:
+        raise ValueError("generate() needs make_policy, the factory that turns the spec's policy name into a "
+                         "policy: e.g. make_policy=agents.make_agent (`pasta generate` passes it)")
+    return make_policy
 
 
 def generate(out_dir: str | Path, spec: DatasetSpec, progress: bool = True, overwrite: bool = False,
@@ -161,8 +159,10 @@ def generate(out_dir: str | Path, spec: DatasetSpec, progress: bool = True, over
         overwrite: Replace another run's files in ``out_dir``.
         make_policy: ``(name, world, config, seed) -> policy`` (an object with
             ``reset(seed)``, ``act(obs, info)`` on batched observations, and
-            optionally ``privileged``); default: the agents registry. With
-            Ray it is pickled to the workers.
+            optionally ``privileged``), called with ``spec.policy``: e.g.
+            :func:`agents.make_agent`, the registry of agents (this layer
+            does not know them). With Ray it is pickled to the workers, so
+            give a module-level function or a picklable object.
         backend: ``None`` rolls out in this process; a
             :class:`~pasta_env.distributed.RayBackend` on Ray workers, one
             chunk per shard (the world and the policy are built on the
@@ -179,6 +179,7 @@ def generate(out_dir: str | Path, spec: DatasetSpec, progress: bool = True, over
         WorkerError: A Ray worker died more often than it may be restarted.
     """
     out = Path(out_dir).absolute()  # Minari joins a relative dataset root twice
+    _policy_factory(make_policy)
     for module in ("h5py", "minari", "pyarrow"):
         require(module)
     source: _Source

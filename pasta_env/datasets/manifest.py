@@ -77,7 +77,7 @@ def world_of(env_kwargs: dict[str, Any]):
     Raises:
         ValueError, OSError, DependencyNotInstalled: The world cannot be built here.
     """
-    from pasta_env.env import build_world
+    from pasta_env.worlds import build_world
 
     return build_world(env_kwargs["world"], env_kwargs["prompts"], env_kwargs["num_candidates"],
                        env_kwargs.get("world_kwargs"))

@@ -18,8 +18,8 @@ import numpy as np
 from pasta_env.config import EnvConfig
 from pasta_env.datasets.dataset import TrajectoryDataset
 from pasta_env.datasets.layout import Layout
-from pasta_env.datasets.store import require
 from pasta_env.spaces import observation_space
+from simulators.backends import require
 
 #: The observation keys in the order they are flattened by default.
 OBSERVATION_KEYS: tuple[str, ...] = (
@@ -92,7 +92,7 @@ def to_d3rlpy(dataset: TrajectoryDataset, keys: Sequence[str] = OBSERVATION_KEYS
     for the default sizes, about 20 KB a step, 3 GB for 30,000 episodes);
     pass fewer ``keys`` for less.
     """
-    d3rlpy = require("d3rlpy", extra="offline")
+    d3rlpy = require("d3rlpy", "the d3rlpy bridge")
     a = transition_arrays(dataset, keys, action)
     return d3rlpy.dataset.MDPDataset(
         observations=a["observations"], actions=a["actions"], rewards=a["rewards"], terminals=a["terminals"],

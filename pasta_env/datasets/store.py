@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from pasta_env.datasets.layout import ARRAYS, Layout
-from simulators.errors import PastaError
+from simulators.backends import require
 
 DATA_DIR = "data"
 MAIN_FILE = "main_data.hdf5"
@@ -40,31 +40,6 @@ MINARI_VIEWS: tuple[tuple[str, str], ...] = (
     ("observations/last_choice", "last_choice"), ("actions", "actions"), ("rewards", "rewards"),
     ("terminations", "terminations"), ("truncations", "truncations"),
 )
-INSTALL_HINT = "pip install 'pasta-t2i[data]'"
-
-
-class MissingDependencyError(PastaError, ImportError):
-    """An optional dependency is not installed; the message gives the install command."""
-
-
-def require(module: str, extra: str = "data"):
-    """Import an optional dependency or raise :class:`MissingDependencyError` with the install hint.
-
-    d3rlpy imports the retired ``gym``, whose notice on standard error is not
-    ours to act on: it is kept quiet.
-    """
-    import importlib
-    import io
-    import sys
-
-    try:
-        if module.split(".")[0] == "d3rlpy" and "d3rlpy" not in sys.modules:
-            with contextlib.redirect_stderr(io.StringIO()):
-                return importlib.import_module(module)
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(f"{module} is needed for trajectory datasets; install it with "
-                                     f"pip install 'pasta-t2i[{extra}]'") from exc
 
 
 class HDF5Writer:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pasta_env.datasets.store import require
+from simulators.backends import require
 from simulators.contract import Prompts
 
 

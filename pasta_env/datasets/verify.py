@@ -13,7 +13,8 @@ from pasta_env.core import DYNAMICS_VERSION
 from pasta_env.datasets.identity import identity_differences, world_identity
 from pasta_env.datasets.layout import ARRAYS, Layout
 from pasta_env.datasets.manifest import MANIFEST, PARTIAL, TURNS_FILE, env_config_of, read_manifest, world_of
-from pasta_env.datasets.store import ARRAY_GROUP, DATA_DIR, MAIN_FILE, MINARI_VIEWS, array_sha256, file_sha256, require
+from pasta_env.datasets.store import ARRAY_GROUP, DATA_DIR, MAIN_FILE, MINARI_VIEWS, array_sha256, file_sha256
+from simulators.backends import require
 from simulators.files import FileFormatError
 
 #: Problems listed per check before the rest are counted.

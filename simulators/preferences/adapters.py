@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from simulators.atomic import write_json
-from simulators.errors import DependencyNotInstalled
+from simulators.backends import require
 from simulators.files import read_npz
 from simulators.preferences.data import DataError, write_dataset
 
@@ -104,10 +104,7 @@ def _rows(source) -> Iterable[tuple[str, dict]]:
         raise FileNotFoundError(f"{str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise DependencyNotInstalled("reading parquet needs pyarrow: pip install pyarrow") from exc
+        pq = require("pyarrow.parquet", "reading parquet")
         for i, row in enumerate(pq.read_table(path).to_pylist()):
             yield f"{path}:row {i}", row
     elif suffix in (".jsonl", ".json"):

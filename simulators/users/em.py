@@ -34,19 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-from simulators.errors import DependencyNotInstalled
+from simulators.backends import require
 from simulators.files import FileFormatError, code_version, fingerprint
 from simulators.preferences.data import PreferenceData
 from simulators.users.neural import TrunkHeadsUserModel
 from simulators.users.user_model import AGGREGATIONS
 
-try:
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-except ImportError as exc:  # pragma: no cover - exercised only without torch
-    raise DependencyNotInstalled(
-        "training the user model needs torch: pip install 'pasta-t2i[em]'") from exc
+require("torch", "training the user model", extra="em")
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 
 @dataclass(frozen=True)

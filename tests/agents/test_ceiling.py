@@ -121,7 +121,7 @@ def paired(result, a, b):
 
 def test_reading_rewards_or_showing_decoys_beats_neither_the_oracle_nor_bayes():
     from pasta_env.config import EnvConfig
-    from pasta_env.env import build_world
+    from pasta_env.worlds import build_world
 
     world, config = build_world("synthetic", None, 25, None), EnvConfig()
     probes = [RewardMatcher(world, config), Decoys(world, config), KnownTop(world, config)]
@@ -138,7 +138,7 @@ def test_under_the_chosen_utility_reward_the_same_probes_do_win():
     """The probes above are not toothless: on the old reward, decoys beat four good prompts, and reading
     the reward beats bayes."""
     from pasta_env.config import EnvConfig
-    from pasta_env.env import build_world
+    from pasta_env.worlds import build_world
 
     world, config = build_world("synthetic", None, 25, None), EnvConfig(reward="chosen-utility")
     probes = [RewardMatcher(world, config), Decoys(world, config), KnownTop(world, config)]

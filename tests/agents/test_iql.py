@@ -26,7 +26,8 @@ SETTINGS = IQLSettings(steps=300, batch_size=64, hidden=32, eval_every=150, eval
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("iql")
-    generate(root / "data", DatasetSpec(episodes=400, policy="random", chunk=200), progress=False)
+    generate(root / "data", DatasetSpec(episodes=400, policy="random", chunk=200), progress=False,
+             make_policy=make_agent)
     history = train_iql([root / "data"], root / "model", SETTINGS, progress=False)
     return root, history
 

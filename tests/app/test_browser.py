@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ pytest.importorskip("selenium")
 pytest.importorskip("fastapi")
 
 from pasta_app.simulated import Server  # noqa: E402
+
+SERVE = [sys.executable, "-m", "pasta_cli.main", "serve"]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "results" / "test-artifacts"
 
@@ -49,7 +52,7 @@ def test_a_session_played_by_clicking_is_recorded_as_clicked(browser, tmp_path):
 
     wait = WebDriverWait(browser, 60)  # each click loads a new page: wait for it, not for a fixed time
     data = tmp_path / "data"
-    server = Server(data, "--raters", "1", "--agent", "bayes")
+    server = Server(data, "--raters", "1", "--agent", "bayes", command=SERVE)
     try:
         browser.get(server.links["rater-0001"])  # the invite link sets the cookie and lands on the start page
         box = browser.find_element(By.ID, "prompt")

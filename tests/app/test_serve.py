@@ -22,6 +22,9 @@ pytest.importorskip("uvicorn")
 
 from pasta_app.simulated import Chooser, Rater, Server, cards, crowd, play  # noqa: E402
 
+#: How the tests start the app (the command line's ``pasta serve``).
+SERVE = [sys.executable, "-m", "pasta_cli.main", "serve"]
+
 
 @pytest.fixture(scope="module")
 def world():
@@ -32,7 +35,8 @@ def world():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("serve") / "data", "--raters", "60", "--agents", "bayes,random")
+    srv = Server(tmp_path_factory.mktemp("serve") / "data", "--raters", "60", "--agents", "bayes,random",
+                 command=SERVE)
     yield srv
     srv.kill()
 
@@ -81,7 +85,7 @@ def test_fifty_concurrent_raters_lose_and_mix_no_record(server, world):
 
 def test_a_server_killed_mid_session_restarts_with_every_completed_turn_and_the_session_continues(tmp_path, world):
     data = tmp_path / "data"
-    first = Server(data, "--raters", "1", "--agent", "bayes")
+    first = Server(data, "--raters", "1", "--agent", "bayes", command=SERVE)
     link = first.links["rater-0001"]
     rater = Rater(first, link)
     sid = rater.start("a lighthouse at dusk")
@@ -94,7 +98,7 @@ def test_a_server_killed_mid_session_restarts_with_every_completed_turn_and_the_
     shown = cards(rater.page(sid))
     first.kill()
     assert [(r["trajectory_id"], r["turn"], r["chosen"], r["answer"]) for r in records(data)] == log
-    second = Server(data)  # no new tokens: the old links still work
+    second = Server(data, command=SERVE)  # no new tokens: the old links still work
     assert not second.links
     rater = Rater(second, link)
     assert cards(rater.page(sid)) == shown  # rebuilt by replay: the same slate as before the kill
@@ -104,7 +108,7 @@ def test_a_server_killed_mid_session_restarts_with_every_completed_turn_and_the_
         log.append((sid, t, column, answer))
     assert [(r["trajectory_id"], r["turn"], r["chosen"], r["answer"]) for r in records(data)] == log
     second.kill()
-    third = Server(data)  # a finished session stays finished across restarts
+    third = Server(data, command=SERVE)  # a finished session stays finished across restarts
     try:
         assert 'id="finished"' in Rater(third, link).page(sid)
     finally:
@@ -146,7 +150,8 @@ def test_the_report_of_simulated_raters_ranks_the_agents_as_the_evaluation_does(
     from pasta_app.report import markdown, plot, report
 
     data = tmp_path / "data"
-    srv = Server(data, "--raters", "16", "--agents", "bayes,random", "--rate", "1000", "--seed", "0")
+    srv = Server(data, "--raters", "16", "--agents", "bayes,random", "--rate", "1000", "--seed", "0",
+                 command=SERVE)
     try:
         log: list = []
         rng = np.random.default_rng(0)
@@ -176,7 +181,7 @@ def test_the_clip_world_shows_each_column_as_images_and_records_their_embeddings
     options = tiny_models.tiny_clip_world_options(tmp_path / "models")
     data = tmp_path / "data"
     srv = Server(data, "--raters", "1", "--agent", "lmm", "--world", "clip",
-                 *[f"--world-option={k}={json.dumps(v)}" for k, v in options.items()])
+                 *[f"--world-option={k}={json.dumps(v)}" for k, v in options.items()], command=SERVE)
     try:
         rater = Rater(srv, srv.links["rater-0001"])
         sid = rater.start("a bowl of ramen")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import clip_turn
+from pasta_cli.main import main
 
 
 def test_the_turn_benchmark_times_every_stage_and_writes_json(tmp_path, capsys):
     out = tmp_path / "clip_turn.json"
-    assert clip_turn.main(["--tiny", "--device", "cpu", "--dtype", "float32", "--steps", "1", "2",
-                           "--repeats", "1", "--json", str(out)]) == 0
+    assert main(["bench-clip-turn", "--tiny", "--device", "cpu", "--dtype", "float32", "--steps", "1", "2",
+                 "--repeats", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["stages_ms"]) == {"unet_1_step", "unet_2_step", "decode", "clip_images", "clip_prompts",
                                         "scoring"}

@@ -163,7 +163,7 @@ def test_import_preferences(tmp_path, capsys):
 
 
 def test_validate_world_report_runs_its_checks(tmp_path):
-    from benchmarks import world_validity
+    from agents import validity as world_validity
 
     report = world_validity.run(episodes=200, seed=3, num_envs=100, progress=False)
     names = {c["check"]: c for c in report["checks"]}
@@ -204,7 +204,7 @@ def test_generate_then_info_and_verify(tmp_path, capsys):
                  "--seed", "3", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "pasta-t2i/greedy-eps20-v0, 12 episodes (60 steps), policy greedy with epsilon 0.2" in text
-    assert main(["dataset", "info", str(out), "--json"]) == 0
+    assert main(["dataset", "info", str(out), "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["complete"] and info["episodes"] == 12 and info["bytes"] > 0
     assert main(["dataset", "verify", str(out), "--replay", "12"]) == 0
@@ -253,3 +253,14 @@ def test_train_iql_then_evaluate_it(tmp_path, capsys):
     assert "--mix needs one non-negative share per --data (1)" in capsys.readouterr().err
     assert main(["evaluate", "--agents", "iql", "--episodes", "4"]) == 2
     assert "agent 'iql' needs a model" in capsys.readouterr().err
+
+
+def test_every_command_answers_help_without_a_traceback(capsys):
+    from pasta_cli.main import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for argv in [[], *[[c] for c in commands], ["dataset", "info"], ["dataset", "verify"]]:
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--help"])
+        assert exit_.value.code == 0, argv
+        assert capsys.readouterr().out.startswith("usage: pasta"), argv

@@ -166,7 +166,7 @@ def test_open_clip_encoder_embeds_image_files_for_the_preference_adapters(models
 
 
 def test_validate_world_runs_on_the_clip_world(models, tmp_path):
-    from benchmarks import world_validity
+    from agents import validity as world_validity
 
     report = world_validity.run("clip", prompts=None, episodes=4, seed=0, num_envs=4, progress=False,
                                 world_kwargs=_options(models, tmp_path / "cache"))
@@ -230,3 +230,13 @@ def test_the_clip_world_has_a_stable_identity_that_names_what_differs(models, tm
     assert identity_differences(a, c) == [
         f"the image model differs (fingerprint {a['fingerprints']['images']} in the dataset, "
         f"{c['fingerprints']['images']} in this installation)"]
+
+
+def test_the_clip_world_remade_around_another_request_keeps_its_loaded_models(models, tmp_path):
+    from pasta_env.worlds import make_world
+
+    world = make_world("clip", prompts=PROMPTS, **_options(models, tmp_path / "cache", lmm_model=models["lmm_model"]))
+    other = world.with_prompts(["a cozy reading nook"])
+    assert other.encoder is world.encoder and other.images.t2i is world.images.t2i
+    assert other.candidates.chat is world.candidates.chat and other.user_model is world.user_model
+    assert [other.prompt_text(0)] == ["a cozy reading nook"] and not other.thread_safe

@@ -32,7 +32,7 @@ SAMPLE = (0, 5, 13, 23)  # episodes of every chunk, not only the first
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     folder = tmp_path_factory.mktemp("datasets") / "lmm"
-    generate(folder, SPEC, progress=False)
+    generate(folder, SPEC, progress=False, make_policy=make_agent)
     return folder
 
 
@@ -104,7 +104,7 @@ def test_minari_load_dataset_finds_it_under_its_id(tmp_path, monkeypatch):
     import minari
 
     spec = DatasetSpec(episodes=6, policy="random", chunk=6)
-    generate(tmp_path / "pasta-t2i" / "random-v0", spec, progress=False)
+    generate(tmp_path / "pasta-t2i" / "random-v0", spec, progress=False, make_policy=make_agent)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     mds = minari.load_dataset("pasta-t2i/random-v0")
     assert mds.total_episodes == 6 and mds.spec.dataset_id == "pasta-t2i/random-v0"
@@ -161,7 +161,7 @@ def test_an_interrupted_run_never_looks_complete_and_resumes_to_the_same_arrays(
         load(folder)
     report = verify(folder)
     assert not report.ok and "unfinished" in report.problems[0]
-    generate(folder, SPEC, progress=False)  # the rerun does the last chunk only
+    generate(folder, SPEC, progress=False, make_policy=make_agent)  # the rerun does the last chunk only
     whole, resumed = load(small).arrays(), load(folder).arrays()
     for k in whole:
         assert whole[k].tobytes() == resumed[k].tobytes(), k
@@ -172,10 +172,12 @@ def test_an_interrupted_run_never_looks_complete_and_resumes_to_the_same_arrays(
 
 def test_a_rerun_with_other_arguments_or_a_second_writer_is_refused(small, tmp_path):
     with pytest.raises(OutputError, match="other arguments"):
-        generate(small, DatasetSpec(episodes=24, policy="lmm", seed=8, epsilon=0.25, chunk=8), progress=False)
-    assert generate(small, SPEC, progress=False)["episodes"] == 24  # the same arguments: already complete
+        generate(small, DatasetSpec(episodes=24, policy="lmm", seed=8, epsilon=0.25, chunk=8), progress=False,
+                 make_policy=make_agent)
+    # the same arguments: already complete
+    assert generate(small, SPEC, progress=False, make_policy=make_agent)["episodes"] == 24
     with WriteLock(tmp_path / "busy"), pytest.raises(BusyError, match="another process"):
-        generate(tmp_path / "busy", SPEC, progress=False)
+        generate(tmp_path / "busy", SPEC, progress=False, make_policy=make_agent)
 
 
 def test_bad_specs_are_refused_before_any_file_is_written(tmp_path):
@@ -184,7 +186,7 @@ def test_bad_specs_are_refused_before_any_file_is_written(tmp_path):
     with pytest.raises(ValueError, match="episodes"):
         DatasetSpec(episodes=0)
     with pytest.raises(ValueError, match="unknown agent 'nope'"):
-        generate(tmp_path / "x", DatasetSpec(episodes=5, policy="nope"), progress=False)
+        generate(tmp_path / "x", DatasetSpec(episodes=5, policy="nope"), progress=False, make_policy=make_agent)
     assert not (tmp_path / "x").exists()
 
 
@@ -355,13 +357,13 @@ def test_a_failing_writer_stops_the_run_with_its_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(HDF5Writer, "append", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        generate(tmp_path / "full", DatasetSpec(episodes=30, chunk=5), progress=False)
+        generate(tmp_path / "full", DatasetSpec(episodes=30, chunk=5), progress=False, make_policy=make_agent)
     assert not (tmp_path / "full" / "manifest.json").exists()
 
 
 def test_a_relative_output_folder_works(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    generate("data/rel", DatasetSpec(episodes=6, chunk=3), progress=False)
+    generate("data/rel", DatasetSpec(episodes=6, chunk=3), progress=False, make_policy=make_agent)
     assert verify("data/rel", replay=6).ok
 
 
@@ -369,7 +371,7 @@ def test_a_dataset_on_the_researchers_prompts_records_them_and_notices_a_change(
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a lighthouse in a storm\nmy grandmother's garden\n")
     folder = tmp_path / "own"
-    generate(folder, DatasetSpec(episodes=6, chunk=3, prompts=str(prompts)), progress=False)
+    generate(folder, DatasetSpec(episodes=6, chunk=3, prompts=str(prompts)), progress=False, make_policy=make_agent)
     table = load(folder).turns()
     assert set(table.column("initial_prompt").to_pylist()) <= {"a lighthouse in a storm", "my grandmother's garden"}
     assert load(folder).recover_environment().unwrapped.world.initial_prompts.shape[0] == 2
@@ -385,7 +387,14 @@ def test_a_damaged_chunk_left_by_an_interrupt_is_made_again(small, tmp_path):
         generate(folder, SPEC, progress=False, make_policy=interrupted_policy(2))
     chunk = folder / ".partial" / "chunk-00000.npz"
     chunk.write_bytes(chunk.read_bytes()[:1000])
-    generate(folder, SPEC, progress=False)
+    generate(folder, SPEC, progress=False, make_policy=make_agent)
     whole, redone = load(small).arrays(), load(folder).arrays()
     for k in whole:
         assert whole[k].tobytes() == redone[k].tobytes(), k
+
+
+def test_generation_is_told_how_to_build_its_policy(tmp_path):
+    """The env layer knows no agents: the caller gives the factory (``pasta generate`` gives agents.make_agent)."""
+    with pytest.raises(ValueError, match=r"generate\(\) needs make_policy.*agents.make_agent"):
+        generate(tmp_path / "x", SPEC, progress=False)
+    assert not (tmp_path / "x").exists()

@@ -45,7 +45,7 @@ def local_ray():
 def reference(tmp_path_factory):
     """SPEC generated in this process."""
     out = tmp_path_factory.mktemp("local") / "data"
-    generate(out, SPEC, progress=False)
+    generate(out, SPEC, progress=False, make_policy=make_agent)
     return out
 
 
@@ -61,7 +61,8 @@ def same_data(a: Path, b: Path) -> None:
 
 
 def test_a_dataset_generated_on_ray_equals_the_single_process_one(local_ray, reference, tmp_path):
-    manifest = generate(tmp_path / "ray", SPEC, progress=False, backend=RayBackend(num_workers=2))
+    manifest = generate(tmp_path / "ray", SPEC, progress=False, make_policy=make_agent,
+                        backend=RayBackend(num_workers=2))
     same_data(reference, tmp_path / "ray")
     assert manifest["world"] == json.loads((reference / "manifest.json").read_text())["world"]
     assert verify(tmp_path / "ray", replay=8).ok
@@ -179,7 +180,7 @@ def test_a_killed_driver_reruns_from_its_completed_shards(local_ray, tmp_path):
     assert len(resets) - before == 20 - written  # the rerun rolled out only the shards not on disk
     assert len(set(resets)) == 20
     spec = DatasetSpec(episodes=320, policy="lmm", seed=3, chunk=16, epsilon=0.1)
-    generate(tmp_path / "local", spec, progress=False)
+    generate(tmp_path / "local", spec, progress=False, make_policy=make_agent)
     same_data(tmp_path / "local", out)
 
 
@@ -237,7 +238,7 @@ def test_the_clip_world_on_ray_equals_one_process_and_its_options_are_recorded(l
 def test_workers_the_cluster_cannot_hold_are_refused_before_anything_waits(local_ray, tmp_path):
     for backend in (RayBackend(num_workers=3), RayBackend(gpus_per_worker=1), RayBackend(cpus_per_worker=4)):
         with pytest.raises(WorkerError, match="do not fit the cluster"):
-            generate(tmp_path / "x", SPEC, progress=False, backend=backend)
+            generate(tmp_path / "x", SPEC, progress=False, make_policy=make_agent, backend=backend)
         with pytest.raises(WorkerError, match="do not fit the cluster"):
             evaluate(["random"], episodes=8, num_envs=4, progress=False, backend=backend)
     assert not (tmp_path / "x").exists()

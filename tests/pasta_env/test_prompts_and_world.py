@@ -139,3 +139,15 @@ def test_long_prompts_lose_details():
     assert images.keep_probability(long) < images.keep_probability(short) == 1.0
     # The style is rendered less faithfully in the long prompt.
     assert (short_img @ style).mean() > (long_img @ style).mean() + 0.02
+
+
+def test_a_world_remade_around_another_request_shares_its_parts():
+    from pasta_env.worlds import World, make_world
+
+    world = make_world("synthetic")
+    other = world.with_prompts(["a lighthouse in a storm"])
+    assert other.user_model is world.user_model and other.name == world.name
+    assert len(other.initial_prompts) == 1 and other.prompt_text(0) == "a lighthouse in a storm"
+    bare = World(world.name, world.candidates, world.images, world.user_model, world.initial_prompts)
+    with pytest.raises(ValueError, match="cannot be remade"):
+        bare.with_prompts(["x"])

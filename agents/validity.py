@@ -22,7 +22,8 @@ Runs every reference agent and five exploit probes on the same users
 * **intent retention**: how often the last chosen prompt still holds the
   user's request, and its cosine to the request, per agent.
 
-``pasta validate-world``; writes JSON with ``--json``.
+Run by ``pasta validate-world``; :func:`run` returns the report as a dict,
+:func:`markdown` prints it.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from agents.model_based import (
     type_log_posterior,
 )
 from pasta_env.config import EnvConfig
-from pasta_env.env import PRIVILEGED_INFO_KEYS, build_world
+from pasta_env.env import PRIVILEGED_INFO_KEYS
 from pasta_env.rewards import STOCHASTIC_REWARDS
+from pasta_env.worlds import build_world
 
 AGENTS = ("random", "lmm", "popular", "greedy", "bayes", "planner", "oracle")
 #: (better, worse): each must win beyond its paired 95% CI.
@@ -311,16 +313,3 @@ def markdown(report: dict[str, Any]) -> str:
                      + " | ".join(f"{x:.2f}" for x in b["information_per_turn"][what]) + " |")
     lines += ["", f"Overall: {'valid' if report['passed'] else 'NOT valid'} ({report['elapsed_s']:.0f} s)."]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.world_validity ARGS`` is ``pasta validate-world ARGS``."""
-    import sys
-
-    from pasta_cli.main import main as pasta
-
-    return pasta(["validate-world", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
