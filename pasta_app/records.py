@@ -15,24 +15,32 @@ the app's own files)::
 A turn is recorded by writing its embeddings file (to a temporary name, then
 renamed), then appending its line to ``choices.jsonl`` in one write, flushed
 and synced: the line is what makes the turn recorded. A server killed at any
-moment loses at most the turn in flight; :meth:`DataFolder.open` drops a
-line cut short by a kill, and embeddings files no line refers to are ignored.
+moment loses at most the turn in flight; a write that stops short (a full
+disk) is cut back and reported, so no turn is acknowledged that is not on
+disk; before every append and at :meth:`DataFolder.open` a last line cut
+short is dropped (a complete record that lacks only its newline is kept),
+and embeddings files no line refers to are ignored.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from simulators.atomic import atomic_path, write_json
+from simulators.atomic import atomic_path, dumps, write_json
+from simulators.errors import PastaError
+from simulators.files import FileFormatError
 
 ACCESS, SESSIONS, CHOICES, EMBEDDINGS = "access.json", "sessions.jsonl", "choices.jsonl", "embeddings"
 #: The answers a rater gives from turn 2 on.
@@ -57,12 +65,12 @@ class DataFolder:
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> DataFolder:
-        """Open (or create) a data folder, dropping a record line that a kill cut short."""
+        """Open (or create) a data folder, its files' tails repaired (:func:`repair_tail`)."""
         folder = cls(Path(root))
         folder.root.mkdir(parents=True, exist_ok=True)
         (folder.root / EMBEDDINGS).mkdir(exist_ok=True)
         for name in (SESSIONS, CHOICES):
-            _drop_torn_tail(folder.root / name)
+            repair_tail(folder.root / name)
         return folder
 
     # Access ---------------------------------------------------------------------------------------
@@ -78,7 +86,19 @@ class DataFolder:
         except FileNotFoundError:
             return {"admin": None, "raters": {}}
         if self._access is None or self._access[0] != stamp:
-            self._access = (stamp, json.loads(path.read_text()))
+            try:
+                table = json.loads(path.read_text())
+                if not isinstance(table, dict) or not isinstance(table.get("raters", {}), dict):
+                    raise ValueError("not a table of token hashes")
+                table.setdefault("raters", {})
+            except (OSError, ValueError) as exc:
+                if self._access is None:
+                    raise FileFormatError(f"{path}: damaged ({exc}); restore it, or delete it and make new "
+                                          "invites with pasta serve --raters N") from exc
+                warnings.warn(f"{path} is damaged ({exc}); the tokens read before it changed still apply",
+                              RuntimeWarning, stacklevel=2)
+                return self._access[1]  # keep the last good table; try again when the file changes
+            self._access = (stamp, table)
         return self._access[1]
 
     def add_raters(self, count: int, admin: bool = False) -> dict[str, str]:
@@ -158,30 +178,90 @@ def now() -> float:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``.jsonl`` file (none if it does not exist)."""
+    """The records of a ``.jsonl`` file (none if it does not exist).
+
+    Raises:
+        FileFormatError: A line is not a JSON object; the message names the file and the line.
+    """
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise FileFormatError(f"{path}:{number}: not a JSON record ({exc}); the line is damaged: remove it "
+                                  "(the turn it held is lost) and start again") from exc
+        if not isinstance(record, dict):
+            raise FileFormatError(f"{path}:{number}: not a JSON object")
+        out.append(record)
+    return out
+
+
+class RecordError(PastaError, OSError):
+    """A record could not be written whole (a full disk): nothing of it is kept, the file is as before."""
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
-    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    """Append one record as one line: written whole and synced, or not at all.
+
+    The file's tail is repaired first (:func:`repair_tail`). A write that
+    stops short (a full disk) is undone by cutting the file back to its size
+    before, and reported, so the caller does not acknowledge a turn that is
+    not on disk.
+
+    Raises:
+        RecordError: The line could not be written or synced; the file is as before.
+    """
+    line = (dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    repair_tail(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)  # one write: a reader sees the whole line or, after a kill, a cut one
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, line)  # one write: a reader sees the whole line or, after a kill, a cut one
+            if written != len(line):
+                raise OSError(errno.ENOSPC, f"wrote {written} of {len(line)} bytes")
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            raise RecordError(f"{path}: the record could not be written ({exc.strerror or exc}); nothing was "
+                              "recorded: free some space and try again") from exc
     finally:
         os.close(fd)
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a last line without its newline (a write a kill interrupted)."""
+def repair_tail(path: Path) -> None:
+    """Make ``path`` end with a whole line: a last line a kill or a full disk cut short is dropped.
+
+    A last line that is a complete record and lacks only its newline is
+    kept (the newline is added); one that does not parse is cut.
+    """
     if not path.is_file():
         return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        with open(path, "r+b") as fh:
-            fh.truncate(keep)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with open(path, "r+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(max(0, size - 1))
+        if fh.read(1) == b"\n":
+            return
+        block = min(size, 1 << 20)
+        fh.seek(size - block)
+        tail = fh.read(block)
+        start = tail.rfind(b"\n") + 1
+        last = tail[start:]
+        try:
+            complete = isinstance(json.loads(last.decode("utf-8")), dict)
+        except (ValueError, UnicodeDecodeError):
+            complete = False
+        if complete:
+            fh.write(b"\n")
+        else:
+            fh.truncate(size - block + start)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import signal
 import threading
 import time
 from typing import Any
@@ -34,6 +35,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 
 from pasta_app.records import ANSWERS, DataFolder
 from pasta_app.sessions import MAX_PROMPT, Session, SessionError, Sessions
+from simulators.errors import PastaError
 
 COOKIE = "pasta_token"
 #: Largest request body accepted, in bytes.
@@ -100,8 +102,11 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
             if int(length) > MAX_BODY:
                 return PlainTextResponse(f"request body over {MAX_BODY} bytes", status_code=413)
         path = request.url.path
-        request.state.rater = folder.who(_token(request))  # resolved once per request; the routes read it
-        joining = folder.who(path[6:]) if path.startswith("/join/") else None
+        try:
+            request.state.rater = folder.who(_token(request))  # resolved once per request; the routes read it
+            joining = folder.who(path[6:]) if path.startswith("/join/") else None
+        except PastaError as exc:  # a damaged access file: say so, no traceback
+            return PlainTextResponse(f"the app cannot check invites now: {exc}", status_code=503)
         # A bucket per rater; requests with no valid token share their address's bucket (made-up tokens
         # do not buy more requests).
         client = request.state.rater or joining or (request.client.host if request.client else "?")
@@ -120,6 +125,11 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
         if rater is None:
             raise _Denied()
         return rater
+
+    @app.exception_handler(PastaError)
+    async def failed(request: Request, exc: PastaError):  # e.g. a full disk: nothing was recorded
+        return HTMLResponse(_page("Not recorded", f"<p>{_e(exc)}</p><p>Go back and try again.</p>"),
+                            status_code=503)
 
     @app.exception_handler(_Denied)
     async def denied(request: Request, exc: _Denied):
@@ -304,4 +314,17 @@ def serve(data: str, agents: list[str], world: str = "synthetic", world_options:
         print(f"{who}: {base}/join/{token}", flush=True)
     print(f"serving {len(sessions.live)} unfinished sessions from {data} on {base} (Ctrl-C stops)", flush=True)
     app = create_app(folder, sessions, prompts, RateLimit(rate, max(1, int(2 * rate))))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, remembering the signal that stopped it."""
+
+        signalled: int | None = None
+
+        def handle_exit(self, sig, frame):
+            self.signalled = sig
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server.run()
+    if server.signalled == signal.SIGINT:  # Ctrl-C: stopped cleanly, reported as an interrupt (exit 130)
+        raise KeyboardInterrupt

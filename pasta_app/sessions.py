@@ -212,6 +212,8 @@ class Sessions:
             SessionError: The session is finished, the column is not one of the
                 slate's, or the answer is missing (turn 2 on) or not one of
                 :data:`~pasta_app.records.ANSWERS`.
+            RecordError: The turn could not be written (a full disk); the
+                session stays on the same slate.
         """
         with session.lock:
             if session.done:
@@ -224,9 +226,9 @@ class Sessions:
             if session.turn == 0:
                 answer = None
             record, keys = self._record(session, column, answer)
+            self.folder.add_turn(record, *keys)  # on disk first: a failed write leaves the session where it was
             with self._serial(session):
                 session.obs, _, _, _, session.info = session.env.choose(column)
-            self.folder.add_turn(record, *keys)
             session.turn += 1
             if not session.done:
                 self._show(session)

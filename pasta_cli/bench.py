@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pasta_cli.common import add_command, agent_list, cli_command, cpu_count, outputs, positive, torch_threads
+from pasta_cli.common import (
+    add_command,
+    agent_list,
+    cli_command,
+    cpu_count,
+    finite_float,
+    outputs,
+    positive,
+    torch_threads,
+)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -27,7 +36,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_bench_iql(args: argparse.Namespace) -> int:
     """PASTA's agent against the baselines: IQL on lmm, lmm+epsilon, bayes and mixed data."""
     from benchmarks import iql
+    from simulators.backends import check_torch_device
 
+    check_torch_device(args.device)
     unknown = [r for r in args.recipes.split(",") if r not in iql.RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe {unknown[0]!r}; recipes: {', '.join(iql.RECIPES)}")
@@ -87,8 +98,10 @@ def cmd_bench_clip_turn(args: argparse.Namespace) -> int:
     """One clip-world turn stage by stage on the real architectures at random initialisation (a GPU's job)."""
     from benchmarks import clip_turn
     from simulators.atomic import write_json
+    from simulators.backends import check_torch_device
 
     positive(size=args.size, images=args.images, repeats=args.repeats)
+    check_torch_device(args.device)
     if not args.steps or min(args.steps) < 1:
         raise ValueError("--steps takes positive step counts, e.g. --steps 1 4")
     outputs(json=args.json)
@@ -118,7 +131,7 @@ def register(sub: Any) -> None:
     from agents.offline.settings import IQLSettings  # a plain dataclass: no torch, no d3rlpy
 
     bench = add_command(sub, "bench", cmd_bench)
-    bench.add_argument("--seconds", type=float, default=3.0, help="length of one timed run")
+    bench.add_argument("--seconds", type=finite_float, default=3.0, help="length of one timed run")
     bench.add_argument("--runs", type=int, default=3, help="runs per figure (the median is reported)")
     bench.add_argument("--sardine", metavar="PATH", default=None,
                        help="a local checkout of github.com/naver/sardine: its SlateTopK env is measured beside "
@@ -162,7 +175,7 @@ def register(sub: Any) -> None:
     br.add_argument("--workers", default="1,2", help="Ray worker counts to measure")
     br.add_argument("--clip-turn", action="append", default=None, metavar="JSON",
                     help="per-turn GPU costs written by `pasta bench-clip-turn` (default: the shipped H100 figures)")
-    br.add_argument("--turn-s", type=float, default=None,
+    br.add_argument("--turn-s", type=finite_float, default=None,
                     help="project from this many seconds per user-turn instead (e.g. 0.3)")
     br.add_argument("--json", default="results/ray_scaling.json", help="write the figures as JSON to this file")
 
@@ -171,7 +184,7 @@ def register(sub: Any) -> None:
     bs.add_argument("--raters", type=int, default=16, help="simulated raters of the pipeline run")
     bs.add_argument("--sessions", type=int, default=9, help="sessions per simulated rater")
     bs.add_argument("--concurrent", type=int, default=50, help="raters at once in the load run")
-    bs.add_argument("--seconds", type=float, default=20.0, help="length of the load run")
+    bs.add_argument("--seconds", type=finite_float, default=20.0, help="length of the load run")
     bs.add_argument("--seed", type=int, default=0, help="seed of the assignment, the users and their types")
     bs.add_argument("--json", default="results/serve.json", help="write the figures as JSON to this file")
 

@@ -35,6 +35,17 @@ def add_command(sub: Any, name: str, handler: Callable[[argparse.Namespace], int
     return parser
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (``nan`` and ``inf`` are refused: a run of ``inf`` seconds never ends)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def positive(**values: int) -> None:
     """Raise a ``ValueError`` naming the first option that is not a positive integer."""
     for name, value in values.items():
@@ -145,9 +156,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                             "default: start a local Ray with this machine's cores")
     group.add_argument("--num-workers", type=int, default=None,
                        help="Ray workers (default: as many as the cluster's CPUs, or GPUs, allow)")
-    group.add_argument("--gpus-per-worker", type=float, default=0.0,
+    group.add_argument("--gpus-per-worker", type=finite_float, default=0.0,
                        help="GPUs each worker holds; its world loads its models there")
-    group.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each worker holds")
+    group.add_argument("--cpus-per-worker", type=finite_float, default=1.0, help="CPUs each worker holds")
 
 
 def backend(args: argparse.Namespace):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,11 @@ from pasta_cli.common import (
     agent_list,
     backend,
     checked_world_options,
+    finite_float,
     positive,
 )
 from pasta_env.rewards import REWARDS
+from simulators.atomic import dumps
 
 #: ``--format`` of the commands that print a report.
 FORMATS = ("text", "json")
@@ -74,7 +75,7 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
     """Size, episodes, policy, world and returns of a dataset."""
     info = dataset_info(args.folder)
     if args.format == "json":
-        print(json.dumps(info, indent=2))
+        print(dumps(info, indent=2))
     else:
         print_info(info)
     return 0
@@ -92,7 +93,7 @@ def cmd_dataset_verify(args: argparse.Namespace) -> int:
     if not Path(args.folder).is_dir():
         raise ValueError(f"{args.folder!r} is not a folder; give a dataset folder made by `pasta generate`")
     report = verify(args.folder, replay=args.replay, seed=args.seed)
-    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.text())
+    print(dumps(report.to_dict(), indent=2) if args.format == "json" else report.text())
     return 0 if report.ok else 1
 
 
@@ -101,7 +102,7 @@ def cmd_build_assets(args: argparse.Namespace) -> int:
     from simulators.build_assets import ASSETS, build
 
     positive(corpus_size=args.corpus_size)
-    print(json.dumps(build(args.corpus_size, args.seed, args.out or ASSETS), indent=2))
+    print(dumps(build(args.corpus_size, args.seed, args.out or ASSETS), indent=2))
     return 0
 
 
@@ -111,7 +112,7 @@ def register(sub: Any) -> None:
     gen.add_argument("--episodes", type=int, default=30000, help="episodes to generate")
     gen.add_argument("--policy", default="lmm", help="behaviour policy: a registered agent name, or iql:MODEL")
     gen.add_argument("--seed", type=int, default=0, help="episode e uses env seed SEED+e")
-    gen.add_argument("--epsilon", type=float, default=0.0,
+    gen.add_argument("--epsilon", type=finite_float, default=0.0,
                      help="probability that a turn's slate is uniformly random instead of the policy's")
     gen.add_argument("--reward", default=REWARDS[0], choices=REWARDS, help="reward of a turn")
     gen.add_argument("--precision", default="float16", choices=("float16", "float32"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pasta_cli.common import add_command, cpu_count, positive, shares, torch_threads
+from pasta_cli.common import add_command, cpu_count, finite_float, positive, shares, torch_threads
 
 
 def cmd_train_iql(args: argparse.Namespace) -> int:
@@ -18,7 +18,8 @@ def cmd_train_iql(args: argparse.Namespace) -> int:
     settings = IQLSettings(steps=args.steps, batch_size=args.batch_size, expectile=args.expectile,
                            gamma=args.gamma, hidden=args.hidden, critic_lr=args.lr, eval_every=args.eval_every,
                            eval_episodes=args.eval_episodes, seed=args.seed, compile_graph=args.compile)
-    history = train_iql(args.data, args.out, settings, mix=mix, device=args.device, progress=not args.quiet)
+    history = train_iql(args.data, args.out, settings, mix=mix, device=args.device, progress=not args.quiet,
+                        overwrite=args.overwrite, check_data=not args.no_check_data)
     last = history["evaluations"][-1]
     print(f"{args.out}: {history['step']} gradient steps, return {last['return_mean']:.3f} ± "
           f"{last['return_ci95']:.3f} on {args.eval_episodes} users; "
@@ -38,10 +39,11 @@ def register(sub: Any) -> None:
     ti.add_argument("--mix", default=None, help="share of each --data in a batch, e.g. 0.5,0.5 (default: equal)")
     ti.add_argument("--steps", type=int, default=iql.steps, help="gradient steps")
     ti.add_argument("--batch-size", type=int, default=iql.batch_size, help="transitions per gradient step")
-    ti.add_argument("--expectile", type=float, default=iql.expectile, help="IQL's expectile of the value function")
-    ti.add_argument("--gamma", type=float, default=iql.gamma, help="discount (1: the episode return)")
+    ti.add_argument("--expectile", type=finite_float, default=iql.expectile,
+                    help="IQL's expectile of the value function")
+    ti.add_argument("--gamma", type=finite_float, default=iql.gamma, help="discount (1: the episode return)")
     ti.add_argument("--hidden", type=int, default=iql.hidden, help="width of the networks' hidden layers")
-    ti.add_argument("--lr", type=float, default=iql.critic_lr, help="critic learning rate (Adam)")
+    ti.add_argument("--lr", type=finite_float, default=iql.critic_lr, help="critic learning rate (Adam)")
     ti.add_argument("--eval-every", type=int, default=iql.eval_every, help="evaluate and save progress every N steps")
     ti.add_argument("--eval-episodes", type=int, default=iql.eval_episodes, help="users per evaluation")
     ti.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1...")
@@ -49,4 +51,8 @@ def register(sub: Any) -> None:
     ti.add_argument("--compile", action="store_true", help="d3rlpy's compile_graph (torch.compile; GPU)")
     ti.add_argument("--seed", type=int, default=iql.seed, help="seed of initialisation and batches")
     ti.add_argument("--out", required=True, help="the model folder to write")
+    ti.add_argument("--overwrite", action="store_true",
+                    help="replace --out when it holds a model another run (other data or settings) wrote")
+    ti.add_argument("--no-check-data", action="store_true",
+                    help="skip checking the datasets' arrays against their manifests' SHA-256 (saves seconds)")
     ti.add_argument("--quiet", action="store_true", help="no progress bar")

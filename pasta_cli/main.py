@@ -21,22 +21,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pasta_cli import bench, data, evaluate, iql, serve, user_model
-from pasta_cli.common import Parser, blas_one_thread
-from simulators.errors import PastaError
-
-#: The command groups, in the order ``pasta --help`` lists their commands.
-GROUPS = (evaluate, data, user_model, iql, serve, bench)
+#: The command groups (modules of this package), in the order ``pasta --help`` lists their commands.
+GROUPS = ("evaluate", "data", "user_model", "iql", "serve", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pasta``."""
+    import importlib
+
+    from pasta_cli.common import Parser
+
     parser = Parser(prog="pasta", description="pasta-t2i: evaluate slate policies, check worlds, generate and "
                     "verify datasets, train user simulators and PASTA's agent, run the rating app and benchmarks.")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     for group in GROUPS:
-        group.register(sub)
+        importlib.import_module(f"pasta_cli.{group}").register(sub)
     return parser
 
 
@@ -44,27 +44,34 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pasta`` console script.
 
     Every failure prints one line naming the problem and returns 2 (130 on
-    Ctrl-C); ``pasta --debug ...`` shows the traceback instead.
+    Ctrl-C, also while the libraries load); ``pasta --debug ...`` shows the
+    traceback instead.
     """
-    args = build_parser().parse_args(argv)
-    blas_one_thread()
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    command = "pasta"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"pasta {args.command}"
+        from pasta_cli.common import blas_one_thread
+
+        blas_one_thread()
         return args.func(args)
     except KeyboardInterrupt:
-        if args.debug:
+        if debug:
             raise
-        print(f"pasta {args.command}: interrupted; rerun the same command to continue where it can",
-              file=sys.stderr)
+        print(f"{command}: interrupted; rerun the same command to continue where it can", file=sys.stderr)
         return 130
     except Exception as exc:  # one line for the user; --debug shows the traceback
-        if args.debug:
+        if debug:
             raise
-        print(f"pasta {args.command}: {error_line(exc)}", file=sys.stderr)
+        print(f"{command}: {error_line(exc)}", file=sys.stderr)
         return 2
 
 
 def error_line(exc: BaseException) -> str:
     """One line that names the problem: the exception's first line (and the file an OS error is about)."""
+    from simulators.errors import PastaError
+
     expected = isinstance(exc, (PastaError, ValueError, OSError, ImportError))
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pasta_cli.common import add_command, add_world_arguments, agent_list, checked_world_options, outputs
+from pasta_cli.common import (
+    add_command,
+    add_world_arguments,
+    agent_list,
+    checked_world_options,
+    finite_float,
+    outputs,
+)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -62,7 +69,7 @@ def register(sub: Any) -> None:
     sv.add_argument("--port", type=int, default=8000, help="port to listen on")
     sv.add_argument("--seed", type=int, default=None,
                     help="seed the agent assignment and the episode seeds (a reproducible study; default: random)")
-    sv.add_argument("--rate", type=float, default=20.0,
+    sv.add_argument("--rate", type=finite_float, default=20.0,
                     help="requests per second allowed per rater (bursts of twice that); more get 429")
 
     he = add_command(sub, "human-eval-report", cmd_human_eval_report)

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pasta_cli.common import add_command, outputs, positive, torch_threads
+from pasta_cli.common import add_command, finite_float, outputs, positive, torch_threads
 
 
 def cmd_make_synthetic_data(args: argparse.Namespace) -> int:
@@ -28,9 +28,10 @@ def cmd_make_synthetic_data(args: argparse.Namespace) -> int:
 def cmd_train_user_model(args: argparse.Namespace) -> int:
     """Train the user model by mini-batch EM and write a checkpoint."""
     from simulators.atomic import write_json
-    from simulators.files import WriteLock
+    from simulators.files import WriteLock, claim_output_file
     from simulators.preferences.data import read_dataset
-    from simulators.users.em import EMConfig, train_user_model
+    from simulators.users.em import EMConfig, check_device, run_identity, train_user_model
+    from simulators.users.neural import checkpoint_run
 
     positive(threads=args.threads)
     outputs(out=args.out, json=args.json)
@@ -38,11 +39,13 @@ def cmd_train_user_model(args: argparse.Namespace) -> int:
                    users_per_batch=args.users_per_batch, lr=args.lr, num_inits=args.inits,
                    pair_weight=args.weights[0], rating_weight=args.weights[1], choice_weight=args.weights[2],
                    seed=args.seed, device=args.device)
+    check_device(args.device)
     torch_threads(args.threads)
     data = read_dataset(args.data)
     print(f"{args.data}: {data.num_users} users, " + ", ".join(f"{v} {k}" for k, v in data.counts().items()))
     state = Path(f"{args.out}.state")
     with WriteLock(args.out):
+        claim_output_file(args.out, run_identity(data, cfg), args.overwrite, checkpoint_run)
         if args.no_resume and state.is_file():
             state.unlink()
         model, history = train_user_model(data, cfg, progress=not args.quiet, checkpoint=state, out=args.out)
@@ -114,7 +117,8 @@ def cmd_import_preferences(args: argparse.Namespace) -> int:
     if args.image_root and args.format != "pick-a-pic":
         kwargs["image_root"] = args.image_root
     with WriteLock(args.out):
-        claim_output_dir(args.out, identity, args.overwrite)
+        claim_output_dir(args.out, identity, args.overwrite,
+                         inputs=[args.input, args.image_embeddings, args.image_root])
         summary = ADAPTERS[args.format](args.input, args.out, **kwargs)
     print(f"wrote {args.out}: " + ", ".join(f"{v} {k}" for k, v in summary["written"].items())
           + f" from {summary['users']} users; skipped: "
@@ -158,7 +162,7 @@ def register(sub: Any) -> None:
     tr.add_argument("--aggregation", default="mean", choices=("mean", "max", "softmax"),
                     help="how a column's image scores become its utility")
     tr.add_argument("--users-per-batch", type=int, default=16, help="users per EM iteration")
-    tr.add_argument("--lr", type=float, default=3e-2, help="Adam learning rate")
+    tr.add_argument("--lr", type=finite_float, default=3e-2, help="Adam learning rate")
     tr.add_argument("--inits", type=int, default=3, help="random initialisations tried")
     tr.add_argument("--weights", type=loss_weights, default=(1.0, 1.0, 1.0), help="loss weights pairs,ratings,choices")
     tr.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -166,13 +170,15 @@ def register(sub: Any) -> None:
     tr.add_argument("--seed", type=int, default=0, help="seed of initialisation and batching")
     tr.add_argument("--no-resume", action="store_true",
                     help="start over: delete OUT.state (the resume state of an interrupted run)")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace --out when it holds a model another run (other data or settings) wrote")
     tr.add_argument("--json", default=None, help="write the training history as JSON to this file")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = add_command(sub, "eval-user-model", cmd_eval_user_model)
     ev.add_argument("model", help="a user-model checkpoint")
     ev.add_argument("--data", required=True, help="held-out users' dataset folder")
-    ev.add_argument("--context-fraction", type=float, default=0.5,
+    ev.add_argument("--context-fraction", type=finite_float, default=0.5,
                     help="share of each user's records used to infer their type")
     ev.add_argument("--seed", type=int, default=0, help="seed of the context/query split")
     ev.add_argument("--json", default=None, help="write the metrics as JSON to this file")

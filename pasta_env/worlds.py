@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import inspect
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -188,9 +190,8 @@ def build_world(world: str | World, prompts: PromptsArg, num_candidates: int,
 
 
 def check_world_options(name: str, options: dict) -> None:
-    """Raise a ``ValueError`` for an unknown world, or naming the options its factory does not take."""
-    import inspect
-
+    """Raise a ``ValueError`` for an unknown world, or naming the options its factory does not take, or a value
+    of another kind than an option's default."""
     factory = world_factory(name)
     params = inspect.signature(factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -199,6 +200,29 @@ def check_world_options(name: str, options: dict) -> None:
     if unknown:
         takes = ", ".join(n for n in params if n != "prompts")
         raise ValueError(f"world {name!r} takes no option {', '.join(map(repr, unknown))}; its options are: {takes}")
+    for key, value in options.items():
+        _check_option_type(name, key, value, params[key].default)
+
+
+def _check_option_type(world: str, key: str, value: Any, default: Any) -> None:
+    """Refuse a value of another kind than the option's default (``seed=true`` is not seed 1)."""
+    import math
+
+    if default is None or default is inspect.Parameter.empty or value is None:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        kind = "a finite number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a text"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"world {world!r} option {key!r} takes {kind}, got {value!r}")
 
 
 def read_prompts(source: PromptsArg) -> list[str]:
@@ -237,6 +261,11 @@ def read_prompts(source: PromptsArg) -> list[str]:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise ValueError(f"{where}[{i}] is {type(t).__name__}, expected a string")
+    for i, t in enumerate(texts):
+        bad = next((ch for ch in t if unicodedata.category(ch) == "Cc" and ch not in "\t\r\n"), None)
+        if bad is not None:
+            raise ValueError(f"{where}: prompt {i + 1} holds the control character {bad!r}; prompts are plain "
+                             "text (is this a binary file?)")
     texts = [" ".join(t.split()) for t in texts]
     texts = [t for t in texts if t]
     if not texts:
@@ -246,7 +275,7 @@ def read_prompts(source: PromptsArg) -> list[str]:
 
 def _read_prompt_file(path: Path) -> list[str]:
     suffix = path.suffix.lower()
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark (Excel's CSV) is dropped
         if suffix not in (".csv", ".tsv"):
             return [line for line in fh.read().splitlines() if not line.lstrip().startswith("#")]
         reader = csv.reader(fh, delimiter="\t" if suffix == ".tsv" else ",")
@@ -321,7 +350,7 @@ def default_user_model() -> UserModel:
         return load_user_model(local, dim=PhraseTable.load().dim)
 
 
-def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | None = None,
+def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | str | os.PathLike | None = None,
                          image_config: ImageModelConfig = ImageModelConfig(),
                          num_candidates: int = 25, seed: int = 0) -> World:
     """The offline default world.
@@ -330,7 +359,9 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | Non
         prompts: Initial prompts (strings or a file); ``None`` uses the
             built-in pool of 192 prompts composed from the vocabulary.
         user_model: Replaces the default user model (the shipped EM-trained
-            checkpoint); its embedding dimension must match the world's (64).
+            checkpoint): a :class:`UserModel` or a checkpoint path (as
+            ``--world-option user_model=PATH`` gives it); its embedding
+            dimension must match the world's (64).
         image_config: Noise and prompt adherence of the image stand-in.
         num_candidates: Candidates per turn: 5, 10, 15, 20 or 25 (as many in
             each of the five categories).
@@ -350,6 +381,10 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | Non
         space = P.PromptSpace(vocab, table.embeddings, table.slot_weights, texts, encoder.encode(texts))
         initial = P.empty_prompts((len(texts),))
         initial[:, P.BASE] = np.arange(len(texts)) + space.num_phrases
+    if isinstance(user_model, (str, os.PathLike)):
+        user_model = load_user_model(user_model, dim=table.dim)
+    elif user_model is not None and not isinstance(user_model, UserModel):
+        raise ValueError(f"user_model must be a UserModel or a checkpoint path, got {type(user_model).__name__}")
     users = user_model or default_user_model()
     if users.dim != space.dim:
         raise ValueError(f"the user model takes {users.dim}-d embeddings but the synthetic world's "

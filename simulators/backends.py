@@ -65,3 +65,17 @@ def torch_dtype(name: str | None, device) -> Any:
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {name!r}; use float32, float16 or bfloat16")
     return dtype
+
+
+def check_torch_device(device: str, option: str = "--device") -> None:
+    """Raise a clear ``ValueError`` unless torch can use ``device`` here (before any work starts)."""
+    torch = require("torch", f"{option} {device}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{option} {device!r}: unknown torch device; use cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{option} {device!r}: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+                         f"use {option} cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{option} {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")

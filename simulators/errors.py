@@ -15,6 +15,10 @@ class DependencyNotInstalled(PastaError, ImportError):
     """An optional dependency is needed; the message names the extra to install."""
 
 
+class OutputError(PastaError, ValueError):
+    """An output path cannot be used (a folder, a special file, not writable, another run's files, a full disk)."""
+
+
 class ShapeError(PastaError, ValueError):
     """An array does not have the shape an interface declares."""
 

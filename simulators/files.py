@@ -31,18 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from simulators.atomic import write_json
-from simulators.errors import AssetError, PastaError
+from simulators.atomic import refuse_special, write_json
+from simulators.errors import AssetError, OutputError, PastaError
 
 RUN_FILE = ".pasta-run.json"
 
 
 class FileFormatError(AssetError, ValueError):
     """A file is missing, unreadable or not what it should be; the message names it and the fix."""
-
-
-class OutputError(PastaError, ValueError):
-    """An output path cannot be used (a folder, not writable, another run's files)."""
 
 
 class BusyError(PastaError, RuntimeError):
@@ -60,24 +56,38 @@ def code_version() -> str:
 
 
 def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
-    """Check, before any work, that ``path`` can be written as a file.
+    """Check, before any work, that ``path`` can be written as a file the way the project writes files.
+
+    The check makes (and removes) a file of the name the atomic writer will
+    use next to ``path``, so a place where files cannot be made (``/proc``,
+    a read-only disk) or a name too long for the file system fails now, not
+    after the work.
 
     Raises:
-        OutputError: ``path`` is a folder, or its folder cannot be created or
-            written; the message names the path and what to do.
+        OutputError: ``path`` is a folder or a special file (a device, a
+            pipe), or its folder cannot be created or written, or the name
+            is refused; the message names the path and what to do.
     """
+    import tempfile
+
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{what} {str(path)!r} is a folder; give a file path (e.g. {str(path / 'out')!r})")
+    refuse_special(path, what)
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the folder of {what} {str(path)!r}: {exc.strerror or exc}") from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {str(path)!r}: the folder {str(parent)!r} is not writable; choose another path")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"{what} {str(path)!r} exists and is not writable; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=path.suffix)
+    except OSError as exc:
+        raise OutputError(f"{what} {str(path)!r} cannot be written there ({exc.strerror or exc}); choose another "
+                          "path") from exc
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 
@@ -89,11 +99,12 @@ class WriteLock:
     leaves nothing that blocks a rerun; the lock file itself stays (empty).
 
     Args:
-        target: The output file or folder being written.
+        target: The output file or folder being written (its real path is
+            locked, so two writers reaching it through different links meet).
     """
 
     def __init__(self, target: str | os.PathLike):
-        target = Path(target)
+        target = Path(target).resolve()  # one lock however the output is reached (through a symlink, say)
         self.path = target.parent / f"{target.name}.lock"
         self._fh: Any = None
 
@@ -122,25 +133,30 @@ class WriteLock:
             self._fh = None
 
 
-def claim_output_dir(folder: str | os.PathLike, identity: dict[str, Any], overwrite: bool = False) -> bool:
+def claim_output_dir(folder: str | os.PathLike, identity: dict[str, Any], overwrite: bool = False,
+                     inputs: Sequence[str | os.PathLike | None] = ()) -> bool:
     """Make ``folder`` this run's output, or refuse.
 
     * empty or missing: claimed (the identity is written to ``.pasta-run.json``);
     * holds ``.pasta-run.json`` with the same identity: claimed again (a
       rerun continues or redoes the same work);
-    * anything else: refused, unless ``overwrite`` (then its contents are removed).
+    * anything else: refused, unless ``overwrite`` (then its contents are
+      removed; but never when one of the run's ``inputs`` lies inside).
 
     Args:
         folder: The output folder.
         identity: JSON-ready description of the run (command, settings,
             data fingerprint); ``code_version`` is added.
         overwrite: Remove another run's files instead of refusing.
+        inputs: The files and folders the run reads (``None`` entries are
+            skipped): ``overwrite`` never deletes one of them.
 
     Returns:
         Whether the folder already belonged to this run (a rerun).
 
     Raises:
-        OutputError: ``folder`` is a file, or holds other files and ``overwrite`` is false.
+        OutputError: ``folder`` is a file, or holds other files and
+            ``overwrite`` is false, or would delete one of ``inputs``.
     """
     folder = Path(folder)
     identity = {**identity, "code_version": code_version()}
@@ -157,6 +173,10 @@ def claim_output_dir(folder: str | os.PathLike, identity: dict[str, Any], overwr
                    else "holds files that no pasta run of this kind wrote")
             raise OutputError(f"output folder {str(folder)!r} {why}; choose another folder, or pass "
                               "--overwrite to replace its contents")
+        inside = [str(p) for p in inputs if p is not None and _within(Path(p), folder)]
+        if inside:
+            raise OutputError(f"--overwrite would delete {inside[0]!r}, an input of this run inside the output "
+                              f"folder {str(folder)!r}; write to another folder")
         for p in entries:
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
@@ -165,6 +185,39 @@ def claim_output_dir(folder: str | os.PathLike, identity: dict[str, Any], overwr
     folder.mkdir(parents=True, exist_ok=True)
     write_json(marker, identity)
     return False
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (links resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def claim_output_file(path: str | os.PathLike, identity: dict[str, Any], overwrite: bool = False,
+                      read_identity: Any = None) -> None:
+    """Make the file ``path`` this run's output, or refuse: the single-file twin of :func:`claim_output_dir`.
+
+    A missing file is claimed. An existing one is this run's if
+    ``read_identity(path)`` (what the file says made it) equals ``identity``
+    (a rerun redoes the same work); anything else is refused unless
+    ``overwrite``. The identity goes into the file when it is written: the
+    writer records it (e.g. in a checkpoint's header).
+
+    Raises:
+        OutputError: ``path`` is a folder or a special file, or holds another
+            run's result and ``overwrite`` is false.
+    """
+    path = Path(path)
+    check_output_file(path, "output")
+    if not path.exists() or overwrite:
+        return
+    try:
+        previous = read_identity(path) if read_identity is not None else None
+    except Exception:  # noqa: BLE001 - any unreadable file is "not ours"
+        previous = None
+    if previous != {**identity, "code_version": code_version()} and previous != identity:
+        why = "was written by a run with other arguments" if previous else "is a file no run of this command wrote"
+        raise OutputError(f"{str(path)!r} {why}; choose another path, or pass --overwrite to replace it")
 
 
 def _read_identity(marker: Path) -> dict | None:

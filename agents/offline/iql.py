@@ -40,11 +40,13 @@ from pasta_env.datasets.offline import transition_arrays
 from pasta_env.stats import ci95
 from pasta_env.worlds import World
 from simulators.atomic import atomic_path, write_json
-from simulators.backends import require
+from simulators.backends import check_torch_device, require
 from simulators.errors import PastaError
-from simulators.files import FileFormatError, WriteLock, check_output_file, code_version
+from simulators.files import FileFormatError, WriteLock, check_output_file, claim_output_dir, code_version
 
 MODEL_FORMAT = "pasta-t2i iql"
+#: Version 2: the past rewards in the history; version 3: the weights' SHA-256 in ``model.json``.
+MODEL_FORMAT_VERSION = 3
 
 
 class ModelMismatchError(PastaError, ValueError):
@@ -147,15 +149,15 @@ class IQLAgent(Agent):
                     f"{path}: the model was trained for {key} {meta['layout'][key]!r}, this env has {value!r}; "
                     "train a model on data from this env")
         d3rlpy = _d3rlpy()
-        algo_config = d3rlpy.algos.IQLConfig.deserialize(json.dumps(meta["d3rlpy_config"]))
+        try:
+            algo_config = d3rlpy.algos.IQLConfig.deserialize(json.dumps(meta["d3rlpy_config"]))
+        except Exception as exc:  # d3rlpy raises several kinds for a config it cannot read
+            raise FileFormatError(f"{path}/model.json: d3rlpy cannot read its configuration ({exc}); "
+                                  "retrain the model") from exc
         dev = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
         algo = algo_config.create(device=dev)
         algo.create_impl(tuple(meta["observation_shape"]), int(meta["action_size"]))
-        try:
-            algo.load_model(str(Path(path) / "weights.pt"))
-        except Exception as exc:  # torch raises several kinds for a damaged file
-            raise FileFormatError(f"{path}/weights.pt: cannot load the weights ({type(exc).__name__}: {exc}); "
-                                  "retrain the model") from exc
+        load_weights(algo, Path(path) / "weights.pt", meta["weights_sha256"])
         return cls(world, config, seed, algo=algo, name=f"iql:{path}")
 
     def values(self, obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -172,8 +174,15 @@ class IQLAgent(Agent):
                            len(self.world.candidates.categories))
 
 
+#: What ``model.json`` must hold, and the type of each field.
+META_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format_version": int, "d3rlpy_config": dict, "observation_shape": list, "action_size": int,
+    "observation_keys": list, "layout": dict, "weights_sha256": str}
+LAYOUT_FIELDS = ("horizon", "slate_size", "dim", "num_candidates", "categories")
+
+
 def read_model_meta(path: str | Path) -> dict[str, Any]:
-    """``model.json`` of a model folder, checked."""
+    """``model.json`` of a model folder, checked field by field."""
     path = Path(path)
     if not path.is_dir():
         raise FileFormatError(f"iql model {str(path)!r} " + ("is a file; give the model folder made by "
@@ -185,7 +194,57 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
         raise FileFormatError(f"{path}: no readable model.json ({exc}); not a finished iql model") from exc
     if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
         raise FileFormatError(f"{path}/model.json is not an iql model description")
+    if meta.get("format_version") != MODEL_FORMAT_VERSION:
+        raise FileFormatError(f"{path}/model.json is format version {meta.get('format_version')!r}; this "
+                              f"pasta-t2i reads version {MODEL_FORMAT_VERSION}: retrain it with `pasta train-iql`")
+    for name, kind in META_FIELDS.items():
+        if not isinstance(meta.get(name), kind) or isinstance(meta.get(name), bool):
+            what = getattr(kind, "__name__", kind)
+            raise FileFormatError(f"{path}/model.json: field {name!r} is missing or not a {what}; the file is "
+                                  "damaged: retrain the model")
+    missing = [k for k in LAYOUT_FIELDS if k not in meta["layout"]]
+    if missing:
+        raise FileFormatError(f"{path}/model.json: layout lacks {', '.join(missing)}; the file is damaged")
     return meta
+
+
+def load_weights(algo, path: str | Path, sha256: str | None = None) -> None:
+    """Load a weights file written by :func:`save_weights` into ``algo``: tensors only, never a pickle.
+
+    The bytes are checked against ``sha256`` first (a flipped byte fails
+    here, not at acting time), then read with ``torch.load(weights_only=True)``,
+    which takes tensors and plain containers and runs no code whatever the
+    torch version's default or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` say.
+
+    Raises:
+        FileFormatError: Missing, damaged (checksum), not a weights file, or for other networks.
+    """
+    import io
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FileFormatError(f"{path}: cannot read the weights ({exc.strerror or exc})") from exc
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise FileFormatError(f"{path}: the weights' checksum differs from the recorded one (the file changed or "
+                              "is damaged); retrain the model or restore the file")
+    try:
+        state = torch.load(io.BytesIO(raw), map_location=algo.impl.device, weights_only=True)
+        targets = algo.impl.modules.create_checkpointer(algo.impl.device).modules
+        for name, module in targets.items():
+            module.load_state_dict(state[name])
+    except Exception as exc:  # torch raises several kinds for a damaged or foreign file
+        raise FileFormatError(f"{path}: cannot load the weights ({type(exc).__name__}: {str(exc)[:200]}); "
+                              "retrain the model") from exc
+
+
+def save_weights(algo, path: str | Path) -> str:
+    """Write ``algo``'s networks and optimisers (d3rlpy's own state dicts), atomically; their SHA-256."""
+    with atomic_path(path) as tmp:
+        algo.save_model(tmp)
+        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+    return digest
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -202,13 +261,15 @@ class _Sampler:
     """
 
     def __init__(self, folders: Sequence[str | Path], mix: Sequence[float], batch_size: int, seed: int,
-                 device: str = "cpu"):
+                 device: str = "cpu", check: bool = True):
         self.parts = []
         layouts = set()
         worlds = set()
         self.device = device
         for folder in folders:
             ds = load(folder)
+            if check:
+                ds.check_checksums()
             layouts.add((ds.layout.horizon, ds.layout.num_candidates, ds.layout.slate_size, ds.layout.dim))
             worlds.add(json.dumps(ds.manifest["world"]["fingerprints"], sort_keys=True))
             a = transition_arrays(ds, keys=OBSERVATION_KEYS, action="embeddings")
@@ -291,7 +352,7 @@ def evaluate_agent(agent: Agent, episodes: int, seed: int, world: World, config:
 
 def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings = IQLSettings(),
               mix: Sequence[float] | None = None, device: str = "cpu", progress: bool = True,
-              eval_seed: int = 10_000_000) -> dict[str, Any]:
+              eval_seed: int = 10_000_000, overwrite: bool = False, check_data: bool = True) -> dict[str, Any]:
     """Train PASTA's agent on one or more datasets and write the model folder ``out``.
 
     Args:
@@ -303,6 +364,11 @@ def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings
         progress: Show a progress bar.
         eval_seed: Evaluations play the users of env seeds ``eval_seed + e``
             (users the datasets, seeded from 0 by default, did not hold).
+        overwrite: Replace a model folder another run (other data or
+            settings) wrote; without it such a folder is refused.
+        check_data: Check every dataset array against its manifest's SHA-256
+            before training (a damaged dataset is refused; seconds for
+            30,000 episodes).
 
     Progress is saved in ``out/.state`` at every evaluation: rerun the same
     call after an interrupt and training continues from there.
@@ -322,15 +388,18 @@ def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileFormatError(f"--out {str(out)!r} is a file; the model is a folder")
+    check_torch_device(device)
     with WriteLock(out):
-        sampler = _Sampler(data, mix, settings.batch_size, settings.seed, device=algo_device(device))
+        identity = {"settings": asdict(settings), "mix": mix, "device_kind": torch.device(device).type,
+                    "data": [_data_identity(d) for d in data], "code_version": code_version()}
+        claim_output_dir(out, {"command": "train-iql", **identity}, overwrite, inputs=data)
+        sampler = _Sampler(data, mix, settings.batch_size, settings.seed, device=algo_device(device),
+                           check=check_data)
         lay, manifest = sampler.layout, sampler.manifest
         kwargs = manifest["env_kwargs"]
         world = world_of(kwargs)
         env_config = env_config_of(kwargs)
         algo = make_iql(settings, lay.horizon, lay.slate_size, lay.dim, device, sampler.reward_norm)
-        identity = {"settings": asdict(settings), "mix": mix, "device_kind": torch.device(device).type,
-                    "data": [_data_identity(d) for d in data], "code_version": code_version()}
         state = _State(out, identity)
         history = state.restore(algo, sampler) or {"losses": [], "evaluations": [], "seconds": 0.0, "step": 0}
         agent = IQLAgent.from_algo(algo, world, env_config)
@@ -388,7 +457,12 @@ class _State:
         if saved != self.identity:
             raise ValueError(f"{self.dir} holds the progress of a training with other data or settings; delete "
                              "it (or choose another --out) to start over")
-        algo.load_model(str(self.dir / "weights.pt"))
+        try:
+            digest = json.loads((self.dir / "weights.json").read_text())["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FileFormatError(f"{self.dir}: damaged training state (no weights checksum); delete it to start "
+                                  "over") from exc
+        load_weights(algo, self.dir / "weights.pt", digest)
         algo.set_grad_step(history["step"])
         sampler.rng.bit_generator.state = rng_state
         return history
@@ -397,7 +471,7 @@ class _State:
         tmp = self.dir.with_name(".state.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        algo.save_model(str(tmp / "weights.pt"))
+        write_json(tmp / "weights.json", {"sha256": save_weights(algo, tmp / "weights.pt")})
         write_json(tmp / "rng.json", sampler.rng.bit_generator.state)
         write_json(tmp / "identity.json", self.identity)
         write_json(tmp / "history.json", history)  # last: a state without it is ignored
@@ -415,12 +489,12 @@ class _State:
 def _write_model(out: Path, algo, lay, world: World, manifest: dict, settings: IQLSettings, mix, data,
                  history: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "weights.pt") as tmp:
-        algo.save_model(tmp)
+    digest = save_weights(algo, out / "weights.pt")
     with atomic_path(out / "model.d3") as tmp:
         algo.save(tmp)
     meta = {
-        "format": MODEL_FORMAT, "format_version": 2, "code_version": code_version(),
+        "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "code_version": code_version(),
+        "weights_sha256": digest,
         "d3rlpy_config": json.loads(algo.config.serialize()),
         "observation_shape": list(algo.impl.observation_shape), "action_size": int(algo.impl.action_size),
         "observation_keys": list(OBSERVATION_KEYS),

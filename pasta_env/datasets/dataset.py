@@ -11,8 +11,9 @@ import numpy as np
 
 from pasta_env.datasets.layout import ARRAYS, Layout, full_observations
 from pasta_env.datasets.manifest import TURNS_FILE, read_manifest
-from pasta_env.datasets.store import DATA_DIR, read_arrays
+from pasta_env.datasets.store import DATA_DIR, array_sha256, read_arrays
 from simulators.backends import require
+from simulators.files import FileFormatError
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,20 @@ class TrajectoryDataset:
         everything = len(self.episode_indices) == int(self.manifest["episodes"]) and \
             np.array_equal(self.episode_indices, np.arange(len(self.episode_indices)))
         return {n: self._cache[n] if everything else self._cache[n][self.episode_indices] for n in names}
+
+    def check_checksums(self) -> None:
+        """Check every stored array against the SHA-256 its manifest records (reading them all into memory).
+
+        Raises:
+            FileFormatError: An array's bytes changed since generation; the
+                message names it (``pasta dataset verify`` says more).
+        """
+        whole = TrajectoryDataset(self.folder, self.manifest, None, self._cache)
+        arrays = whole.arrays()
+        for name, meta in self.manifest["arrays"].items():
+            if name in arrays and array_sha256(arrays[name]) != meta.get("sha256"):
+                raise FileFormatError(f"{self.folder}: array {name!r} differs from its checksum in the manifest (the "
+                                      "dataset is damaged); run `pasta dataset verify` on it, and generate it again")
 
     def observations(self, t: int) -> dict[str, np.ndarray]:
         """The env's observation ``t`` (``0..H``) of every selected episode, batched."""

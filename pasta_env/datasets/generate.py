@@ -180,6 +180,8 @@ def generate(out_dir: str | Path, spec: DatasetSpec, progress: bool = True, over
     """
     out = Path(out_dir).absolute()  # Minari joins a relative dataset root twice
     _policy_factory(make_policy)
+    if spec.prompts is not None:  # stored absolute: the manifest means the same file from any folder
+        spec = replace(spec, prompts=str(Path(spec.prompts).resolve()))
     for module in ("h5py", "minari", "pyarrow"):
         require(module)
     source: _Source
@@ -193,7 +195,7 @@ def generate(out_dir: str | Path, spec: DatasetSpec, progress: bool = True, over
         identity = {"command": "generate", "spec": spec.to_dict(), "prompts_fingerprint": prompts_fp,
                     "world": facts["identity"]}
         with WriteLock(out):
-            claim_output_dir(out, identity, overwrite)
+            claim_output_dir(out, identity, overwrite, inputs=[spec.prompts])
             if (out / MANIFEST).is_file():
                 return read_manifest(out)
             return _Run(out, spec, facts, source, identity, progress).run()
@@ -399,12 +401,24 @@ class _Run:
         """Whether an earlier run finished chunk ``i`` (its files are read, and checked, when assembled)."""
         return self.chunk_path(i, ".npz").is_file() and self.chunk_path(i, ".parquet").is_file()
 
-    def read_chunk(self, i: int) -> dict[str, np.ndarray]:
+    def read_chunk(self, i: int) -> tuple[dict[str, np.ndarray], Any]:
+        """Chunk ``i``'s arrays and turn table from ``.partial/``, checked.
+
+        Raises:
+            FileFormatError: Either file is damaged (the caller makes the chunk again).
+        """
         a, b = self.bounds(i)
         arrays = read_npz(self.chunk_path(i, ".npz"), "a dataset chunk", required=ARRAYS)
         if len(arrays["seeds"]) != b - a:
             raise FileFormatError(f"{self.chunk_path(i, '.npz')}: {len(arrays['seeds'])} episodes, expected {b - a}")
-        return arrays
+        path = self.chunk_path(i, ".parquet")
+        try:
+            table = require("pyarrow.parquet").read_table(path)
+        except Exception as exc:  # pyarrow raises several kinds for a damaged file
+            raise FileFormatError(f"{path}: damaged chunk ({exc}); it is made again") from exc
+        if table.num_rows != (b - a) * self.spec.config.horizon:
+            raise FileFormatError(f"{path}: {table.num_rows} turns, expected {(b - a) * self.spec.config.horizon}")
+        return arrays, table
 
     def run(self) -> dict[str, Any]:
         """Roll out the chunks not yet done while a second thread assembles the dataset, in order.
@@ -433,7 +447,7 @@ class _Run:
                 a, b = self.bounds(i)
                 if i in done:
                     try:
-                        assembler.put(i, self.read_chunk(i), None)
+                        assembler.put(i, *self.read_chunk(i))
                         continue
                     except FileFormatError:  # damaged (e.g. by a disk error): made again
                         self.bar.update(a - b)
@@ -467,7 +481,7 @@ class _Run:
                 return arrays, table
             self.arrived.add(j)  # on disk; read back when its turn comes (memory stays bounded)
         self.arrived.discard(i)
-        return self.read_chunk(i), None
+        return self.read_chunk(i)
 
     def write_chunk(self, i: int, arrays: dict, table) -> None:
         pq = require("pyarrow.parquet")

@@ -90,7 +90,13 @@ def _load_table(table) -> dict[str, np.ndarray]:
     if len(data["keys"]) != len(data["emb"]) or data["emb"].ndim != 2:
         raise DataError(f"{path}: {len(data['keys'])} keys but emb of shape {data['emb'].shape}; "
                         "expected one embedding row per key")
-    return {str(k): v.astype(np.float32) for k, v in zip(data["keys"], data["emb"])}
+    emb = data["emb"].astype(np.float32)
+    norms = np.linalg.norm(emb, axis=1)
+    if len(norms) and norms.min() <= 1e-6:
+        raise DataError(f"{path}: image {str(data['keys'][int(norms.argmin())])!r} has an all-zero embedding; an "
+                        "image's embedding is a direction: recompute it")
+    emb /= norms[:, None]  # the worlds' embeddings are unit vectors (CLIP's are compared by cosine)
+    return {str(k): v for k, v in zip(data["keys"], emb)}
 
 
 def _rows(source) -> Iterable[tuple[str, dict]]:

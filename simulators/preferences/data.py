@@ -28,6 +28,7 @@ file and line.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulators.atomic import atomic_path
+from simulators.atomic import atomic_path, dumps
 from simulators.errors import PastaError
 from simulators.files import read_npz
 
@@ -171,6 +172,8 @@ def _read_jsonl(path: Path, kind: str) -> Iterable[tuple[int, dict]]:
                 if not ok:
                     raise DataError(f"{where}: field {name!r} should be {typ.__name__}, "
                                     f"got {type(value).__name__}")
+                if typ is float and not math.isfinite(value):
+                    raise DataError(f"{where}: field {name!r} is {value!r}; it must be a finite number")
             yield line_no, rec
 
 
@@ -290,6 +293,23 @@ def _to_arrays(kind: str, rows: list, slate: tuple[int, int]) -> dict[str, np.nd
     return {n: np.asarray(c, dtype=t) for n, c, t in zip(names, cols, dtypes)}
 
 
+#: Most user types a dataset may name (a type index is a small integer).
+MAX_TYPES = 10_000
+
+
+def _check_unit(path: Path, kind: str, keys: np.ndarray, emb: np.ndarray) -> None:
+    """Raise :class:`DataError` unless every row of ``emb`` is a unit vector (as the worlds' embeddings are)."""
+    if not len(emb):
+        return
+    norms = np.linalg.norm(emb.astype(np.float32), axis=1)
+    bad = np.flatnonzero(np.abs(norms - 1.0) > 1e-2)
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"{path}: {kind} {str(keys[i])!r} has an embedding of length {norms[i]:.4g}; embeddings "
+                        f"must be unit vectors ({len(bad)} are not): divide each by its norm (all-zero ones cannot "
+                        "be mended: recompute them)")
+
+
 def _load_embeddings(path: Path) -> dict[str, dict[str, np.ndarray]]:
     if not path.exists():
         return {"prompt": {}, "image": {}}
@@ -302,6 +322,7 @@ def _load_embeddings(path: Path) -> dict[str, dict[str, np.ndarray]]:
         if len(keys) != len(emb) or emb.ndim != 2:
             raise DataError(f"{path}: {len(keys)} {kind}_keys but {kind}_emb of shape {emb.shape}; "
                             "expected one embedding row per key")
+        _check_unit(path, kind, keys, emb)
         out[kind] = {"keys": keys, "emb": emb}
     dims = {kind: out[kind]["emb"].shape[1] for kind in out if len(out[kind]["keys"])}
     if len(set(dims.values())) > 1:
@@ -357,9 +378,11 @@ def _read_types(path: Path, users: _Index) -> tuple[np.ndarray | None, tuple[str
                 continue
             try:
                 rec = json.loads(line)
-                uid, k = str(rec["user_id"]), int(rec["type"])
+                uid, k = str(rec["user_id"]), rec["type"]
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"{path}:{line_no}: expected {{\"user_id\", \"type\"}} ({exc})") from exc
+            if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < MAX_TYPES:
+                raise DataError(f"{path}:{line_no}: type must be an integer in 0..{MAX_TYPES - 1}, got {k!r}")
             if uid in users.pos:
                 types[users.pos[uid]] = k
             if "type_name" in rec:
@@ -411,4 +434,4 @@ def write_dataset(folder: str | os.PathLike, records: dict[str, list[dict]],
 def _write_lines(path: Path, rows: list[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(dumps(row) + "\n")

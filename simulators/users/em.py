@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulators.backends import require
+from simulators.backends import check_torch_device, require
 from simulators.files import FileFormatError, code_version, fingerprint
 from simulators.preferences.data import PreferenceData
 from simulators.users.neural import TrunkHeadsUserModel
@@ -457,7 +457,7 @@ def train_user_model(data: PreferenceData, config: EMConfig = EMConfig(), progre
     names = name_types(posterior, data.true_types, true_type_names or data.type_names)
     info = {"config": asdict(config), "train_records": data.counts(), "train_users": data.num_users,
             "train_log_likelihood_per_record": ll, "rating_noise": config.rating_noise,
-            "train_seconds": round(time.perf_counter() - t0, 2)}
+            "train_seconds": round(time.perf_counter() - t0, 2), "run": run_identity(data, config)}
     result = model.to_numpy(names, info)
     if out is not None:
         result.save(out)
@@ -466,17 +466,14 @@ def train_user_model(data: PreferenceData, config: EMConfig = EMConfig(), progre
     return result, trainer.history
 
 
+def run_identity(data: PreferenceData, config: EMConfig) -> dict:
+    """What a training run is: its data (fingerprinted) and settings; the checkpoint's header records it."""
+    return {"command": "train-user-model", "data": data_fingerprint(data), "config": asdict(config)}
+
+
 def check_device(device: str) -> None:
     """Raise a clear ``ValueError`` unless torch can use ``device`` here."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown torch device {device!r}; use cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
-                         "use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    check_torch_device(device)
 
 
 def data_fingerprint(data: PreferenceData) -> str:

@@ -175,7 +175,10 @@ class TrunkHeadsUserModel(UserModel):
             header = json.loads(str(arrays["header"]))
         except ValueError as exc:
             raise AssetError(f"{path}: not a user-model checkpoint (unreadable header)") from exc
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
+        if not isinstance(header, dict):
+            raise AssetError(f"{path}: not a user-model checkpoint (its header is a {type(header).__name__}, not a "
+                             "table)")
+        if header.get("format") != FORMAT:
             raise AssetError(f"{path}: not a user-model checkpoint (format {header.get('format')!r})")
         if header.get("version") != VERSION:
             raise AssetError(f"{path}: checkpoint version {header.get('version')} is not supported "
@@ -183,6 +186,7 @@ class TrunkHeadsUserModel(UserModel):
         missing = [a for a in ARRAYS if a not in arrays]
         if missing:
             raise AssetError(f"{path}: checkpoint lacks arrays {', '.join(missing)}")
+        _check_header(path, header, arrays)
         if dim is not None and header["dim"] != dim:
             raise AssetError(f"{path}: the model takes {header['dim']}-d embeddings, this world uses "
                              f"{dim}-d ones; train a model on this world's embeddings")
@@ -193,3 +197,44 @@ class TrunkHeadsUserModel(UserModel):
                        head_b=arrays["head_b"], info=header.get("info", {}))
         except (ShapeError, ValueError) as exc:
             raise AssetError(f"{path}: corrupt checkpoint ({exc})") from exc
+
+
+#: Largest weight magnitude a sound checkpoint holds (trained weights are of order 1-100).
+MAX_WEIGHT = 1e6
+
+
+def _check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Raise :class:`AssetError` naming the field of a header that does not fit its arrays or is out of range."""
+    def bad(field: str, why: str) -> AssetError:
+        return AssetError(f"{path}: checkpoint header field {field!r} {why}; the file is damaged ({TRAIN_HINT})")
+
+    temperature = header.get("temperature")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not \
+            (np.isfinite(temperature) and temperature > 0):
+        raise bad("temperature", f"is {temperature!r}, not a positive finite number")
+    prior = arrays["prior"]
+    names = header.get("type_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) != prior.size:
+        raise bad("type_names", f"must list {prior.size} names (one per type), got {names!r}"[:200])
+    d = arrays["trunk_w"].shape[1] // 2 if arrays["trunk_w"].ndim == 2 else None
+    if header.get("dim") != d or isinstance(header.get("dim"), bool):
+        raise bad("dim", f"is {header.get('dim')!r} but the arrays are {d}-d")
+    if header.get("num_types", prior.size) != prior.size:
+        raise bad("num_types", f"is {header.get('num_types')!r} but the prior has {prior.size} types")
+    if not isinstance(header.get("info", {}), dict):
+        raise bad("info", "is not a table")
+    for name in ARRAYS:
+        a = arrays[name]
+        if a.dtype.kind != "f":
+            raise AssetError(f"{path}: array {name!r} holds {a.dtype} values, not floats; the file is damaged")
+        if a.size and float(np.abs(a).max()) > MAX_WEIGHT:
+            raise AssetError(f"{path}: array {name!r} holds values of magnitude {float(np.abs(a).max()):.3g} "
+                             f"(over {MAX_WEIGHT:g}); the file is damaged ({TRAIN_HINT})")
+
+
+def checkpoint_run(path: str | os.PathLike) -> dict | None:
+    """The run identity a checkpoint's header records (``None`` for a file without one)."""
+    arrays = read_npz(path, "a user-model checkpoint", fix=TRAIN_HINT, error=AssetError)
+    header = json.loads(str(arrays["header"])) if "header" in arrays else {}
+    run = header.get("info", {}).get("run") if isinstance(header, dict) else None
+    return run if isinstance(run, dict) else None

@@ -60,7 +60,8 @@ def test_training_writes_history_curves_and_both_model_files(toy):
     assert [e["step"] for e in history["evaluations"]] == [150, 300]
     assert len(history["losses"]) == 3 and {"critic_loss", "v_loss"} <= set(history["losses"][0])
     model = root / "model"
-    assert {p.name for p in model.iterdir()} == {"model.d3", "weights.pt", "model.json", "history.json", "curves.png"}
+    assert {p.name for p in model.iterdir()} == {"model.d3", "weights.pt", "model.json", "history.json", "curves.png",
+                                                 ".pasta-run.json"}
     assert (model / "curves.png").stat().st_size > 5000
 
 
@@ -192,3 +193,72 @@ def test_device_batches_train_exactly_as_d3rlpys_own_update(toy):
     assert ours.grad_step == theirs.grad_step == 5
     for a, b in zip(ours.impl.q_function.parameters(), theirs.impl.q_function.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_flipped_byte_in_the_weights_is_caught_at_load(toy, tmp_path, users):
+    env, _ = users
+    damaged = tmp_path / "damaged"
+    shutil.copytree(toy[0] / "model", damaged)
+    raw = bytearray((damaged / "weights.pt").read_bytes())
+    raw[len(raw) // 2] ^= 0x40  # one bit, deep in a tensor: torch would load it without complaint
+    (damaged / "weights.pt").write_bytes(bytes(raw))
+    with pytest.raises(FileFormatError, match="checksum differs from the recorded one"):
+        IQLAgent.load(damaged, env.world, env.config)
+
+
+class _Planted:
+    """A pickle payload that would create a file if it were ever unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_in_the_weights_is_never_run(toy, tmp_path, users, monkeypatch):
+    import hashlib
+    import pickle
+
+    env, _ = users
+    planted = tmp_path / "planted"
+    shutil.copytree(toy[0] / "model", planted)
+    marker = tmp_path / "pwned"
+    (planted / "weights.pt").write_bytes(pickle.dumps(_Planted(str(marker))))
+    meta = json.loads((planted / "model.json").read_text())  # an attacker edits the checksum too
+    meta["weights_sha256"] = hashlib.sha256((planted / "weights.pt").read_bytes()).hexdigest()
+    (planted / "model.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # even where torch's default is lowered
+    with pytest.raises(FileFormatError, match="cannot load the weights"):
+        IQLAgent.load(planted, env.world, env.config)
+    assert not marker.exists()
+
+
+def test_a_damaged_dataset_is_refused_before_training(toy, tmp_path):
+    import h5py
+
+    from pasta_env.datasets.store import ARRAY_GROUP, DATA_DIR, MAIN_FILE
+
+    data = tmp_path / "data"
+    shutil.copytree(toy[0] / "data", data)
+    with h5py.File(data / DATA_DIR / MAIN_FILE, "r+") as f:
+        rewards = f[f"{ARRAY_GROUP}/rewards"]
+        rewards[0, 0] = rewards[0, 0] + 1.0  # what a flipped byte does to a number
+    settings = IQLSettings(steps=2, batch_size=8, hidden=8, eval_every=0, eval_episodes=4)
+    with pytest.raises(FileFormatError, match="array 'rewards' differs from its checksum"):
+        train_iql([data], tmp_path / "m", settings, progress=False)
+    assert not (tmp_path / "m" / "model.json").exists()
+    history = train_iql([data], tmp_path / "m", settings, progress=False, check_data=False)  # the user's call
+    assert history["step"] == 2
+
+
+def test_a_model_folder_of_another_run_is_refused_unless_overwrite(toy, tmp_path):
+    from simulators.errors import OutputError
+
+    settings = IQLSettings(steps=2, batch_size=8, hidden=8, eval_every=0, eval_episodes=4)
+    train_iql([toy[0] / "data"], tmp_path / "m", settings, progress=False)
+    other = IQLSettings(steps=2, batch_size=8, hidden=8, eval_every=0, eval_episodes=4, seed=9)
+    with pytest.raises(OutputError, match="was written by a run with other arguments"):
+        train_iql([toy[0] / "data"], tmp_path / "m", other, progress=False)
+    train_iql([toy[0] / "data"], tmp_path / "m", other, progress=False, overwrite=True)
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["settings"]["seed"] == 9

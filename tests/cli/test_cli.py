@@ -264,3 +264,22 @@ def test_every_command_answers_help_without_a_traceback(capsys):
             main([*argv, "--help"])
         assert exit_.value.code == 0, argv
         assert capsys.readouterr().out.startswith("usage: pasta"), argv
+
+
+def test_commands_that_need_arguments_say_which_without_a_traceback(capsys):
+    import argparse
+
+    from pasta_cli.main import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    needy = [name for name, p in commands.items()
+             if any(a.required for a in p._actions if not isinstance(a, argparse._SubParsersAction))
+             or any(isinstance(a, argparse._SubParsersAction) for a in p._actions)]
+    assert {"generate", "train-iql", "serve", "dataset", "eval-user-model"} <= set(needy)
+    for name in needy:
+        with pytest.raises(SystemExit) as exit_:
+            main([name])
+        assert exit_.value.code == 2, name
+        err = capsys.readouterr().err
+        assert "required" in err and len(err.strip().splitlines()) <= 2 and "Traceback" not in err, err
+    assert main(["demo", "--seed", "1"]) == 0  # a command that needs nothing runs

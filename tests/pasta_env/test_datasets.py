@@ -398,3 +398,29 @@ def test_generation_is_told_how_to_build_its_policy(tmp_path):
     with pytest.raises(ValueError, match=r"generate\(\) needs make_policy.*agents.make_agent"):
         generate(tmp_path / "x", SPEC, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_relative_prompt_file_means_the_same_file_from_any_folder(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "prompts.txt").write_text("a lighthouse in a storm\nmy grandmother's garden\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "prompts.txt").write_text("something else\nentirely\n")  # the same name elsewhere
+    monkeypatch.chdir(tmp_path / "a")
+    generate(tmp_path / "ds", DatasetSpec(episodes=6, chunk=3, prompts="prompts.txt"), progress=False,
+             make_policy=make_agent)
+    assert load(tmp_path / "ds").manifest["spec"]["prompts"] == str(tmp_path / "a" / "prompts.txt")
+    monkeypatch.chdir(tmp_path / "b")
+    assert verify(tmp_path / "ds", replay=6).ok
+    world = load(tmp_path / "ds").recover_environment().unwrapped.world
+    assert world.prompt_text(0) in ("a lighthouse in a storm", "my grandmother's garden")
+
+
+def test_a_damaged_turn_table_left_by_an_interrupt_is_made_again(small, tmp_path):
+    folder = tmp_path / "torn"
+    with pytest.raises(KeyboardInterrupt):
+        generate(folder, SPEC, progress=False, make_policy=interrupted_policy(2))
+    chunk = folder / ".partial" / "chunk-00001.parquet"
+    chunk.write_bytes(chunk.read_bytes()[:100])  # pyarrow cannot read it
+    generate(folder, SPEC, progress=False, make_policy=make_agent)
+    assert verify(folder, replay=4).ok
+    assert load(folder).turns().num_rows == load(small).turns().num_rows

@@ -84,3 +84,44 @@ def test_any_cli_option_value_runs_or_fails_in_one_line(capsys, option, value):
     assert code in (0, 2)
     if code == 2:
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def _numeric_and_choice_options():
+    """``(command words, option, kind)`` of every numeric or choice option of every command."""
+    import argparse
+
+    from pasta_cli.common import finite_float
+    from pasta_cli.main import build_parser
+
+    out = []
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in commands.items():
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        targets = [((name, sub), p) for a in subs for sub, p in a.choices.items()] if subs else [((name,), parser)]
+        for words, p in targets:
+            for action in p._actions:
+                if not action.option_strings or action.option_strings[0] == "-h":
+                    continue
+                kind = "choice" if action.choices else "int" if action.type is int else \
+                    "float" if action.type is finite_float else None
+                if kind:
+                    out.append((words, action.option_strings[0], kind))
+    return out
+
+
+HOSTILE = {"int": ["nan", "1.5", "x", "", "1e309", "0x10"], "float": ["nan", "inf", "-inf", "x", "", "1e999"],
+           "choice": ["bogus", "", "NONE"]}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(_numeric_and_choice_options()), st.integers(0, 5))
+def test_every_command_refuses_a_hostile_number_or_choice_in_one_line(capsys, target, pick):
+    words, option, kind = target
+    value = HOSTILE[kind][pick % len(HOSTILE[kind])]
+    try:
+        code = main([*words, option, value])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2, (words, option, value)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
