@@ -126,10 +126,8 @@ def cmd_bench_user_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add this group's commands to the ``pasta`` parser's subcommands."""
-    from agents.offline.settings import IQLSettings  # a plain dataclass: no torch, no d3rlpy
-
+def _add_bench(sub: Any) -> None:
+    """``pasta bench``."""
     bench = add_command(sub, "bench", cmd_bench)
     bench.add_argument("--seconds", type=finite_float, default=3.0, help="length of one timed run")
     bench.add_argument("--runs", type=int, default=3, help="runs per figure (the median is reported)")
@@ -142,6 +140,11 @@ def register(sub: Any) -> None:
     bench.add_argument("--profile", type=int, default=0, metavar="N",
                        help="list the N functions that took the most time (single env and 1024 envs)")
     bench.add_argument("--json", default="results/throughput.json", help="write the figures as JSON to this file")
+
+
+def _add_bench_iql(sub: Any) -> None:
+    """``pasta bench-iql``."""
+    from agents.offline.settings import IQLSettings  # a plain dataclass: no torch, no d3rlpy
 
     iql = IQLSettings()
     bi = add_command(sub, "bench-iql", cmd_bench_iql)
@@ -157,6 +160,9 @@ def register(sub: Any) -> None:
     bi.add_argument("--threads", type=int, default=cpu_count(), help="torch CPU threads")
     bi.add_argument("--quiet", action="store_true", help="no progress bars")
 
+
+def _add_bench_dataset(sub: Any) -> None:
+    """``pasta bench-dataset``."""
     bd = add_command(sub, "bench-dataset", cmd_bench_dataset)
     bd.add_argument("--episodes", type=int, default=30000, help="episodes in the dataset")
     bd.add_argument("--policy", default="lmm", help="behaviour policy")
@@ -166,6 +172,9 @@ def register(sub: Any) -> None:
     bd.add_argument("--out", default=None, help="keep the dataset in this folder (default: a temporary one)")
     bd.add_argument("--json", default="results/datasets.json", help="write the figures as JSON to this file")
 
+
+def _add_bench_ray(sub: Any) -> None:
+    """``pasta bench-ray``."""
     br = add_command(sub, "bench-ray", cmd_bench_ray)
     br.add_argument("--episodes", type=int, default=20000, help="synthetic-world episodes per run")
     br.add_argument("--chunk", type=int, default=1024, help="episodes per shard in the synthetic world")
@@ -179,6 +188,9 @@ def register(sub: Any) -> None:
                     help="project from this many seconds per user-turn instead (e.g. 0.3)")
     br.add_argument("--json", default="results/ray_scaling.json", help="write the figures as JSON to this file")
 
+
+def _add_bench_serve(sub: Any) -> None:
+    """``pasta bench-serve``."""
     bs = add_command(sub, "bench-serve", cmd_bench_serve)
     bs.add_argument("--agents", default="bayes,lmm,random", help="agents compared blind")
     bs.add_argument("--raters", type=int, default=16, help="simulated raters of the pipeline run")
@@ -188,6 +200,9 @@ def register(sub: Any) -> None:
     bs.add_argument("--seed", type=int, default=0, help="seed of the assignment, the users and their types")
     bs.add_argument("--json", default="results/serve.json", help="write the figures as JSON to this file")
 
+
+def _add_bench_clip_turn(sub: Any) -> None:
+    """``pasta bench-clip-turn``."""
     bc = add_command(sub, "bench-clip-turn", cmd_bench_clip_turn)
     bc.add_argument("--device", default="cuda", help="torch device")
     bc.add_argument("--steps", type=int, nargs="+", default=[1, 4], help="denoising steps to time")
@@ -202,7 +217,22 @@ def register(sub: Any) -> None:
     bc.add_argument("--repeats", type=int, default=5, help="timed repeats per figure")
     bc.add_argument("--json", default="results/clip_turn.json", help="write the figures as JSON to this file")
 
+
+def _add_bench_user_model(sub: Any) -> None:
+    """``pasta bench-user-model``."""
     bu = add_command(sub, "bench-user-model", cmd_bench_user_model)
     bu.add_argument("--data", default="data/planted", help="planted data folder (made if missing)")
     bu.add_argument("--epochs", type=int, default=20, help="EM epochs")
     bu.add_argument("--json", default="results/user_model.json", help="write the figures as JSON to this file")
+
+
+def register(sub: Any) -> None:
+    """Add this group's commands to the ``pasta`` parser's subcommands."""
+    for add in (_add_bench,
+                _add_bench_iql,
+                _add_bench_dataset,
+                _add_bench_ray,
+                _add_bench_serve,
+                _add_bench_clip_turn,
+                _add_bench_user_model):
+        add(sub)

@@ -138,8 +138,8 @@ def loss_weights(text: str) -> tuple[float, float, float]:
     return parts[0], parts[1], parts[2]
 
 
-def register(sub: Any) -> None:
-    """Add this group's commands to the ``pasta`` parser's subcommands."""
+def _add_make_synthetic_data(sub: Any) -> None:
+    """``pasta make-synthetic-data``."""
     mk = add_command(sub, "make-synthetic-data", cmd_make_synthetic_data)
     mk.add_argument("--k", type=int, default=8, help="types of the planted model")
     mk.add_argument("--users", type=int, default=2000, help="training users")
@@ -153,6 +153,9 @@ def register(sub: Any) -> None:
                     help="replace the folder's contents when it holds another run's files")
     mk.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_train_user_model(sub: Any) -> None:
+    """``pasta train-user-model``."""
     tr = add_command(sub, "train-user-model", cmd_train_user_model)
     tr.add_argument("--data", required=True, help="dataset folder (pairs/ratings/choices .jsonl)")
     tr.add_argument("--k", type=int, default=8, help="number of user types")
@@ -175,6 +178,9 @@ def register(sub: Any) -> None:
     tr.add_argument("--json", default=None, help="write the training history as JSON to this file")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_eval_user_model(sub: Any) -> None:
+    """``pasta eval-user-model``."""
     ev = add_command(sub, "eval-user-model", cmd_eval_user_model)
     ev.add_argument("model", help="a user-model checkpoint")
     ev.add_argument("--data", required=True, help="held-out users' dataset folder")
@@ -183,6 +189,9 @@ def register(sub: Any) -> None:
     ev.add_argument("--seed", type=int, default=0, help="seed of the context/query split")
     ev.add_argument("--json", default=None, help="write the metrics as JSON to this file")
 
+
+def _add_user_model_sweep(sub: Any) -> None:
+    """``pasta user-model-sweep``."""
     sw = add_command(sub, "user-model-sweep", cmd_user_model_sweep)
     sw.add_argument("--k", default="1,2,4,8,16,32", help="comma-separated numbers of types")
     sw.add_argument("--data", required=True, help="training dataset folder")
@@ -194,6 +203,9 @@ def register(sub: Any) -> None:
     sw.add_argument("--out", default="results/user_model_sweep", help="folder for sweep.md/json/png")
     sw.add_argument("--quiet", action="store_true", help="no progress output")
 
+
+def _add_import_preferences(sub: Any) -> None:
+    """``pasta import-preferences``."""
     imp = add_command(sub, "import-preferences", cmd_import_preferences)
     imp.add_argument("--format", required=True, choices=("pick-a-pic", "hpd-v2", "simulacra"),
                      help="the public dataset's layout")
@@ -210,3 +222,13 @@ def register(sub: Any) -> None:
     imp.add_argument("--out", required=True, help="the dataset folder to write")
     imp.add_argument("--overwrite", action="store_true",
                      help="replace the folder's contents when it holds another run's files")
+
+
+def register(sub: Any) -> None:
+    """Add this group's commands to the ``pasta`` parser's subcommands."""
+    for add in (_add_make_synthetic_data,
+                _add_train_user_model,
+                _add_eval_user_model,
+                _add_user_model_sweep,
+                _add_import_preferences):
+        add(sub)

@@ -77,6 +77,11 @@ class UniformLayout:
         return self.rewards_start + self.horizon
 
 
+#: The observation arrays that hold the history (zeroed at every reset).
+HISTORY_KEYS = ("history_prompts", "history_images", "history_choices", "history_mask", "history_rewards",
+                "history_rated", "history_slate_prompts", "history_slate_images")
+
+
 class BatchCore:
     """State and dynamics of ``B`` episodes that advance in lockstep.
 
@@ -84,9 +89,17 @@ class BatchCore:
         world: The simulators.
         config: MDP sizes and reward.
         batch_size: Number of users ``B``.
+        state: Every observation array (batch-first, the shapes of
+            :meth:`observation_layout`, e.g. row views of a larger buffer)
+            to keep the state in and to return as the observation itself,
+            candidates included, instead of fresh copies: the arrays a step
+            returns are then overwritten by the next step (the vector env's
+            ``copy=False``). ``None``: the core keeps its own state and every
+            observation is a fresh copy.
     """
 
-    def __init__(self, world: World, config: EnvConfig, batch_size: int):
+    def __init__(self, world: World, config: EnvConfig, batch_size: int,
+                 state: dict[str, np.ndarray] | None = None):
         gen = world.candidates
         if gen.num_candidates != config.num_candidates:
             raise ValueError(f"the world proposes {gen.num_candidates} candidates per turn but the "
@@ -111,7 +124,17 @@ class BatchCore:
         # The observation's arrays other than the candidates live in one block laid out as the
         # observation's tail, so an observation is one copy of it plus the candidates.
         self._plan = ObservationBuffers(self.observation_layout())
-        self._state_block, state = self._plan.tail()
+        self.shared = state is not None
+        if state is None:
+            self._state_block, state = self._plan.tail()
+            lo, hi = self._plan.span("history_prompts", "history_slate_images")
+            self._history: list[np.ndarray] = [self._state_block[lo:hi]]  # one fill for the whole history
+        else:
+            for key, (shape, dtype) in self.observation_layout().items():
+                if key not in state or state[key].shape != shape or state[key].dtype != dtype:
+                    raise ValueError(f"state[{key!r}] must be a {dtype} array of shape {shape}")
+            state = {key: state[key] for key in self.observation_layout()}
+            self._history = [state[key] for key in HISTORY_KEYS]
         state["candidate_categories"][...] = self.categories
         state["action_mask"][...] = 1
         self._state = state
@@ -126,8 +149,6 @@ class BatchCore:
         self.hist_slate_images = state["history_slate_images"]
         self.hist_rewards = state["history_rewards"]
         self.hist_rated = state["history_rated"]
-        lo, hi = self._plan.span("history_prompts", "history_slate_images")
-        self._history = self._state_block[lo:hi]
         # The request of each column, a read-only view: initial_emb is only ever written in place.
         self.requests = np.broadcast_to(self.initial_emb[:, None, :], (B, L, d))
         self.turn = 0
@@ -148,6 +169,7 @@ class BatchCore:
         self.choice_probs = np.zeros((B, L), np.float32)
         self.choice = np.zeros(B, np.int64)
         self.images = np.zeros((B, L, M, d), np.float32)
+        self._no_images = np.broadcast_to(np.zeros((), np.float32), (B, L, M, d))  # a placeholder, no memory
         #: ``(B, L, M, h, w, 3)`` uint8 images of the last slate, in worlds with pixels (else ``None``).
         self.pixels: np.ndarray | None = None
         self.reward = np.zeros(B, np.float64)
@@ -190,13 +212,19 @@ class BatchCore:
         self.request = self.cur = world.initial_prompts[self.prompt_index]
         self.initial_emb[:] = self.request.embeddings
         self.cur_emb[:] = self.initial_emb
-        self._history.fill(0)  # history rows of turns not yet played are zero
+        for part in self._history:  # history rows of turns not yet played are zero
+            part.fill(0)
         self.turn = 0
         self._turn.fill(0)
         self._propose()
 
     def _propose(self) -> None:
-        self.cands = self.world.candidates.generate(self.cur, self._u_cands[self.turn])
+        cands = self.world.candidates.generate(self.cur, self._u_cands[self.turn])
+        if self.shared:  # the candidates live in the observation: the generator's copy is let go
+            out = self._state["candidates"]
+            out[...] = cands.embeddings.reshape(out.shape)
+            cands = cands.with_embeddings(out.reshape(cands.embeddings.shape))
+        self.cands = cands
 
     def step(self, slate: np.ndarray, choice: np.ndarray | None = None) -> np.ndarray:
         """Advance every episode by one turn: :meth:`show` the slate, then :meth:`choose`.
@@ -221,6 +249,7 @@ class BatchCore:
         slate = distinct_slates(slate, self.config.num_candidates)
         self.slate[:] = slate
         self.slate_prompts = self.cands.take_columns(slate)
+        self.images = self._no_images  # the last slate's images go before this one's are made (memory)
         self.images = world.images.render(self.slate_prompts, self._u_images[t])
         self.pixels = world.images.last_pixels
         users = world.user_model
@@ -267,6 +296,10 @@ class BatchCore:
                 larger batch) to fill instead of allocating new ones.
             squeeze: Drop the batch axis (a batch of one: the single env).
         """
+        if self.shared:  # the state is the observation: it is returned, not copied
+            if out is not None or squeeze:
+                raise ValueError("a core that keeps its state in the observation returns that observation")
+            return self._state
         if out is None:  # one copy of the state block, then the candidates
             block, out = self._plan.new(squeeze)
             block[self._plan.tail_start:] = self._state_block
@@ -288,7 +321,12 @@ class BatchCore:
 
     def observation_layout(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Shape and dtype of every observation array of this batch."""
-        cfg, B, d = self.config, self.B, self.world.dim
+        return self.layout_of(self.config, self.world, self.B)
+
+    @staticmethod
+    def layout_of(config: EnvConfig, world: World, B: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape and dtype of every observation array of ``B`` users of ``world`` under ``config``."""
+        cfg, d = config, world.dim
         H, L, C = cfg.horizon, cfg.slate_size, cfg.num_candidates
         f32, i64 = np.dtype(np.float32), np.dtype(np.int64)
         return {
@@ -320,20 +358,27 @@ class ShardedCore:
         config: MDP sizes and reward.
         batch_size: Number of users ``B``.
         num_shards: Number of shards and worker threads.
+        state: The observation arrays of all ``B`` users to keep the
+            shards' state in and return as the observation (each shard holds
+            row views of them; see :class:`BatchCore`); ``None``: fresh copies.
     """
 
-    def __init__(self, world: World, config: EnvConfig, batch_size: int, num_shards: int):
+    def __init__(self, world: World, config: EnvConfig, batch_size: int, num_shards: int,
+                 state: dict[str, np.ndarray] | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
         bounds = np.linspace(0, batch_size, num_shards + 1).astype(int)
         self.bounds = list(zip(bounds[:-1], bounds[1:]))
-        self.shards = [BatchCore(world, config, b - a) for a, b in self.bounds]
+        self.shards = [BatchCore(world, config, b - a, None if state is None else {k: v[a:b] for k, v in
+                                                                                   state.items()})
+                       for a, b in self.bounds]
         self.B = batch_size
         self.world, self.config = world, config
         first = self.shards[0]
         self.layout, self.categories, self.prior_cdf = first.layout, first.categories, first.prior_cdf
         self._pool = ThreadPoolExecutor(num_shards, thread_name_prefix="pasta-core")
         self._buffers: ObservationBuffers | None = None
+        self._shared = None if state is None else {k: state[k] for k in first.observation_layout()}
 
     @property
     def turn(self) -> int:
@@ -379,6 +424,8 @@ class ShardedCore:
         return self.shards[0].draw_uniforms(rngs)
 
     def _new_observation(self) -> dict[str, np.ndarray]:
+        if self._shared is not None:
+            return self._shared
         if self._buffers is None:
             layout = self.shards[0].observation_layout()
             self._buffers = ObservationBuffers({k: ((self.B, *s[1:]), dt) for k, (s, dt) in layout.items()})
@@ -390,7 +437,8 @@ class ShardedCore:
 
         def task(shard: BatchCore, rows: np.ndarray, a: int, b: int) -> np.ndarray:
             reward = shard.step(rows)
-            shard.observation({k: v[a:b] for k, v in out.items()})
+            if not shard.shared:  # a shared shard's state already is its rows of the observation
+                shard.observation({k: v[a:b] for k, v in out.items()})
             return reward
 
         futures = [self._pool.submit(task, shard, slate[a:b], a, b) for shard, (a, b) in zip(self.shards, self.bounds)]
@@ -402,7 +450,8 @@ class ShardedCore:
 
         def task(shard: BatchCore, a: int, b: int) -> None:
             shard.reset(uniforms[a:b], None if types is None else types[a:b])
-            shard.observation({k: v[a:b] for k, v in out.items()})
+            if not shard.shared:
+                shard.observation({k: v[a:b] for k, v in out.items()})
 
         for f in [self._pool.submit(task, shard, a, b) for shard, (a, b) in zip(self.shards, self.bounds)]:
             f.result()

@@ -12,7 +12,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 
 from pasta_env.config import EnvConfig
-from pasta_env.core import BatchCore, ShardedCore, forced_types
+from pasta_env.core import BatchCore, ObservationBuffers, ShardedCore, forced_types
 from pasta_env.env import EpisodeEndedError, setup
 from pasta_env.render import render_frame, render_turn
 from pasta_env.spaces import action_space, batched_observation_space, observation_space, validate_actions
@@ -53,14 +53,23 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
     threads (the trajectories do not change). The default uses one thread per
     256 users, at most one per CPU core and at most 8.
 
+    ``copy=False`` (as Gymnasium's vector envs take it) returns the env's own
+    arrays instead of a fresh copy each step: the observation *is* the
+    simulation state, candidates included, and the next ``step`` or
+    ``reset`` overwrites it (read it, or copy what you keep; the trajectories
+    are the same). ``info``'s candidate texts stay readable.
+
     Memory: building the env costs about 1 KB per user (the batched
     observation space shares its constant bounds instead of copying them;
-    100,000 users build in under 200 MB). Running costs about 45 KB per user
-    at the peak of a step (simulation state ~15 KB, the returned observation
-    ~20 KB, the step's candidates and images), plus about 100 MB per process
-    for the compiled kernels' runtime (numba, loaded by the first reset), so
-    100,000 users need about 4.6 GB: split larger populations into several
-    envs.
+    100,000 users build in under 200 MB). With the default ``copy=True``,
+    running costs about 80 KB per user at the peak of a step when the caller
+    keeps the last observation and info while stepping (the simulation state
+    ~14 KB, two observations of 20 KB, two turns' candidates, the images),
+    so 100,000 users need about 8 GB; with ``copy=False`` about 30 KB per
+    user (one observation that is the state, the step's images and
+    candidate ids): 100,000 users run in about 3 GB. Add about 100 MB per
+    process for the compiled kernels' runtime (numba, loaded by the first
+    reset).
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "autoreset_mode": _NEXT_STEP}
@@ -70,7 +79,7 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
                  world: str | World = "synthetic", prompts: PromptsArg = None,
                  expose_user_type: bool = False, render_mode: str | None = None,
                  world_kwargs: dict | None = None, num_threads: int | None = None,
-                 config: EnvConfig | None = None, **world_options: Any):
+                 config: EnvConfig | None = None, copy: bool = True, **world_options: Any):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.num_envs = num_envs
@@ -84,8 +93,15 @@ class PastaT2IVectorEnv(gym.vector.VectorEnv):
             raise ValueError(f"world {self.world.name!r} runs its models one batch at a time (thread_safe=False); "
                              "use num_threads=1: its models batch the users themselves")
         self.num_threads = threads
-        self._core = (BatchCore(self.world, self.config, num_envs) if threads == 1
-                      else ShardedCore(self.world, self.config, num_envs, threads))
+        if not isinstance(copy, bool):
+            raise ValueError(f"copy must be True or False, got {copy!r}")
+        self.copy = copy
+        state = None
+        if not copy:  # one block of observation arrays that the core keeps its state in
+            layout = BatchCore.layout_of(self.config, self.world, num_envs)
+            state = ObservationBuffers(layout).new()[1]
+        self._core = (BatchCore(self.world, self.config, num_envs, state) if threads == 1
+                      else ShardedCore(self.world, self.config, num_envs, threads, state))
         self.single_observation_space = observation_space(
             self.config, self.world.dim, len(self.world.candidates.categories))
         self.single_action_space = action_space(self.config)

@@ -73,7 +73,7 @@ def check_torch_device(device: str, option: str = "--device") -> None:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"{option} {device!r}: unknown torch device; use cpu, cuda or cuda:N") from exc
+        raise ValueError(f"unknown torch device {device!r} ({option}); use cpu, cuda or cuda:N") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{option} {device!r}: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
                          f"use {option} cpu")

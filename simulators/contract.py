@@ -95,6 +95,12 @@ class Prompts:
         out.__dict__.update(arrays)
         return out
 
+    def with_embeddings(self, embeddings: np.ndarray) -> Prompts:
+        """The same prompts with their embeddings held in ``embeddings`` (equal values, e.g. another buffer's)."""
+        if embeddings.shape != self.embeddings.shape:
+            raise ShapeError(f"embeddings: expected shape {self.embeddings.shape}, got {embeddings.shape}")
+        return self._with({"embeddings": embeddings})
+
     def __getitem__(self, index) -> Prompts:
         """Numpy indexing over the batch axes, applied to every field."""
         return self._with({f: _take(self.__dict__[f], index) for f in self.fields})

@@ -90,13 +90,7 @@ def _load_table(table) -> dict[str, np.ndarray]:
     if len(data["keys"]) != len(data["emb"]) or data["emb"].ndim != 2:
         raise DataError(f"{path}: {len(data['keys'])} keys but emb of shape {data['emb'].shape}; "
                         "expected one embedding row per key")
-    emb = data["emb"].astype(np.float32)
-    norms = np.linalg.norm(emb, axis=1)
-    if len(norms) and norms.min() <= 1e-6:
-        raise DataError(f"{path}: image {str(data['keys'][int(norms.argmin())])!r} has an all-zero embedding; an "
-                        "image's embedding is a direction: recompute it")
-    emb /= norms[:, None]  # the worlds' embeddings are unit vectors (CLIP's are compared by cosine)
-    return {str(k): v for k, v in zip(data["keys"], emb)}
+    return {str(k): v.astype(np.float32) for k, v in zip(data["keys"], data["emb"])}
 
 
 def _rows(source) -> Iterable[tuple[str, dict]]:
@@ -144,11 +138,21 @@ def _flag(value) -> bool:
     return str(value).strip().lower() not in ("false", "0", "no", "")
 
 
+def _unit_rows(keys: Sequence[str], emb: np.ndarray, what: str) -> dict[str, np.ndarray]:
+    """``{key: row / |row|}``: embeddings are directions (the worlds' are unit vectors); an all-zero row is refused."""
+    emb = np.asarray(emb, np.float32).reshape(len(keys), -1)
+    norms = np.linalg.norm(emb, axis=1)
+    if len(norms) and norms.min() <= 1e-6:
+        raise DataError(f"{what} {keys[int(norms.argmin())]!r} has an all-zero embedding; recompute it")
+    return dict(zip(keys, emb / norms[:, None]))
+
+
 def _finish(out_dir, records, images: _Images, text_encoder, skipped: dict) -> dict:
-    embeddings = images.resolve()
+    found = images.resolve()
+    embeddings = _unit_rows(list(found), np.stack(list(found.values())), "image") if found else {}
     prompts = sorted({r["prompt"] for kind in records.values() for r in kind})
-    prompt_emb = dict(zip(prompts, np.asarray(text_encoder(prompts), np.float32))) if text_encoder and prompts \
-        else None
+    prompt_emb = _unit_rows(prompts, np.asarray(text_encoder(prompts), np.float32), "prompt") \
+        if text_encoder and prompts else None
     write_dataset(out_dir, records, prompt_emb, embeddings, float16=False)
     summary = {"written": {k: len(v) for k, v in records.items()}, "skipped": skipped,
                "users": len({r["user_id"] for kind in records.values() for r in kind})}

@@ -322,12 +322,13 @@ def _load_embeddings(path: Path) -> dict[str, dict[str, np.ndarray]]:
         if len(keys) != len(emb) or emb.ndim != 2:
             raise DataError(f"{path}: {len(keys)} {kind}_keys but {kind}_emb of shape {emb.shape}; "
                             "expected one embedding row per key")
-        _check_unit(path, kind, keys, emb)
         out[kind] = {"keys": keys, "emb": emb}
     dims = {kind: out[kind]["emb"].shape[1] for kind in out if len(out[kind]["keys"])}
     if len(set(dims.values())) > 1:
         raise DataError(f"{path}: prompt embeddings are {dims['prompt']}-d but image embeddings "
                         f"{dims['image']}-d; embed both with one model (e.g. CLIP's text and image towers)")
+    for kind in out:
+        _check_unit(path, kind, out[kind]["keys"], out[kind]["emb"])
     return out
 
 

@@ -138,3 +138,26 @@ def test_large_batches_equal_single_envs_across_episodes(threads):
                 assert vrew[i] == rew and vterm[i] == term
     assert (vobs["turn"] == 5).all() and not (vobs["history_slate_images"] == 0).all()
     vec.close()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_copy_false_returns_the_envs_own_arrays_on_the_same_trajectories(threads):
+    fresh = gym.make_vec(ENV_ID, num_envs=30, vectorization_mode="vector_entry_point", num_threads=threads)
+    own = gym.make_vec(ENV_ID, num_envs=30, vectorization_mode="vector_entry_point", num_threads=threads,
+                       copy=False)
+    a, _ = fresh.reset(seed=4)
+    b, _ = own.reset(seed=4)
+    first = b
+    rng = np.random.default_rng(2)
+    for t in range(12):  # two episodes and the autoresets between them
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"step {t}: {key}")
+        kept = {k: v.copy() for k, v in b.items()}
+        slates = rng.integers(0, 25, (30, 4))
+        a, ra, *_ = fresh.step(slates)
+        b, rb, *_ = own.step(slates)
+        np.testing.assert_array_equal(ra, rb)
+        assert all(b[k] is first[k] for k in b)  # the same arrays, overwritten
+        assert t == 4 or not all(np.array_equal(kept[k], b[k]) for k in ("candidates", "history_mask"))
+    with pytest.raises(ValueError, match="copy must be True or False"):
+        gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", copy="no")

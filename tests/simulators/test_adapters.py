@@ -15,16 +15,21 @@ from simulators.preferences.data import DataError, read_dataset
 D = 64
 
 
+def unit(x):
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
 def table(keys):
+    """Precomputed image embeddings, unit vectors as CLIP's normalised ones are."""
     rng = np.random.default_rng(len(keys))
-    return {k: rng.standard_normal(D).astype(np.float32) for k in keys}
+    return {k: unit(rng.standard_normal(D)) for k in keys}
 
 
 def encoder_from_bytes(payloads):
-    """An image encoder over raw bytes: a seeded projection of the byte histogram."""
+    """An image encoder over raw bytes: a seeded projection of the byte histogram, normalised."""
     proj = np.random.default_rng(7).standard_normal((256, D)).astype(np.float32)
     hist = np.stack([np.bincount(np.frombuffer(p, np.uint8), minlength=256) for p in payloads])
-    return hist.astype(np.float32) @ proj
+    return unit(hist.astype(np.float32) @ proj)
 
 
 PICK_ROWS = [
@@ -122,3 +127,15 @@ def test_simulacra_wrong_database(tmp_path):
     sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.close()
     with pytest.raises(DataError, match="not a Simulacra Aesthetic Captions database"):
         convert_simulacra(db, tmp_path / "o")
+
+
+def test_embeddings_are_stored_as_directions_and_an_all_zero_one_is_refused(tmp_path):
+    path = tmp_path / "pick.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in PICK_ROWS[:2]) + "\n")
+    raw = {k: 3.0 * v for k, v in table("abcd").items()}  # unnormalised, as a raw CLIP projection is
+    convert_pick_a_pic(path, tmp_path / "out", image_embeddings=raw)
+    data = read_dataset(tmp_path / "out")
+    np.testing.assert_allclose(np.linalg.norm(data.image_emb, axis=1), 1.0, atol=1e-6)
+    raw["a"] = np.zeros(D, np.float32)
+    with pytest.raises(DataError, match="image 'a' has an all-zero embedding"):
+        convert_pick_a_pic(path, tmp_path / "out2", image_embeddings=raw)

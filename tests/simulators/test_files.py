@@ -82,8 +82,8 @@ def _taste(path):
 
 
 def _embeddings(path):
-    np.savez(path, prompt_keys=np.array(["a"]), prompt_emb=np.ones((1, 8), np.float32),
-             image_keys=np.array(["i"]), image_emb=np.ones((1, 8), np.float32))
+    unit = np.full((1, 8), 8 ** -0.5, np.float32)  # embeddings are unit vectors
+    np.savez(path, prompt_keys=np.array(["a"]), prompt_emb=unit, image_keys=np.array(["i"]), image_emb=unit)
 
 
 def _table(path):
@@ -319,6 +319,21 @@ def test_a_huge_vector_env_builds_in_little_memory():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak_mib = int(out.stdout.split()[-1]) / 1024
     assert peak_mib < 1024, f"building 100,000 envs peaked at {peak_mib:.0f} MiB"
+
+
+def test_a_population_of_100000_users_runs_in_under_4_gib_with_copy_false():
+    """Reset and ten steps (two episodes) of 100,000 users: the child's own peak resident memory."""
+    code = ("import numpy as np, gymnasium as gym, pasta_env\n"
+            "v = gym.make_vec('PastaT2I-v0', num_envs=100000, vectorization_mode='vector_entry_point', copy=False)\n"
+            "obs, info = v.reset(seed=0)\n"
+            "rng = np.random.default_rng(0)\n"
+            "for _ in range(10):\n"
+            "    obs, r, term, trunc, info = v.step(rng.integers(0, 25, (100000, 4)))\n"
+            "assert obs['history_mask'].sum() == 100000 * 4  # the 6th step started the second episode\n"
+            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    peak_mib = int(out.stdout.split()[-1]) / 1024
+    assert peak_mib < 4096, f"100,000 users peaked at {peak_mib:.0f} MiB"
 
 
 def test_vector_env_reset_records_its_seed():
