@@ -214,3 +214,14 @@ def test_serve_says_what_is_missing_and_binds_to_loopback_unless_told(tmp_path, 
         from pasta_app.report import report
 
         report(tmp_path)
+
+
+def test_ctrl_c_stops_the_server_cleanly_with_status_130(tmp_path):
+    import signal
+
+    srv = Server(tmp_path / "data", "--raters", "1", command=SERVE)
+    srv.proc.send_signal(signal.SIGINT)
+    srv.proc.wait(timeout=60)
+    err = srv.proc.stderr.read() if srv.proc.stderr else ""
+    assert srv.proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
