@@ -306,34 +306,39 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["--debug", "evaluate", "--episodes", "0"])
 
 
-def test_a_huge_vector_env_builds_in_little_memory():
-    # The child's own peak (VmHWM): ru_maxrss can carry the parent's peak over a vfork + exec.
-    code = ("import resource, gymnasium as gym, pasta_env\n"
-            "v = gym.make_vec('PastaT2I-v0', num_envs=100000, vectorization_mode='vector_entry_point')\n"
-            "assert v.observation_space['candidates'].shape == (100000, 25, 64)\n"
-            "try:\n"
-            "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
-            "except OSError:\n"
-            "    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "print(hwm)\n")
+def child_peak_mib(code: str) -> float:
+    """Run ``code`` in a fresh Python; its own peak resident memory in MiB.
+
+    VmHWM, not ru_maxrss: ru_maxrss can carry the parent's peak over a vfork + exec.
+    """
+    code += ("\nimport resource\n"
+             "try:\n"
+             "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+             "except OSError:\n"
+             "    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+             "print(hwm)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    peak_mib = int(out.stdout.split()[-1]) / 1024
-    assert peak_mib < 1024, f"building 100,000 envs peaked at {peak_mib:.0f} MiB"
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def test_a_huge_vector_env_builds_in_little_memory():
+    peak = child_peak_mib("import gymnasium as gym, pasta_env\n"
+                          "v = gym.make_vec('PastaT2I-v0', num_envs=100000, vectorization_mode='vector_entry_point')\n"
+                          "assert v.observation_space['candidates'].shape == (100000, 25, 64)")
+    assert peak < 1024, f"building 100,000 envs peaked at {peak:.0f} MiB"
 
 
 def test_a_population_of_100000_users_runs_in_under_4_gib_with_copy_false():
-    """Reset and ten steps (two episodes) of 100,000 users: the child's own peak resident memory."""
-    code = ("import numpy as np, gymnasium as gym, pasta_env\n"
-            "v = gym.make_vec('PastaT2I-v0', num_envs=100000, vectorization_mode='vector_entry_point', copy=False)\n"
-            "obs, info = v.reset(seed=0)\n"
-            "rng = np.random.default_rng(0)\n"
-            "for _ in range(10):\n"
-            "    obs, r, term, trunc, info = v.step(rng.integers(0, 25, (100000, 4)))\n"
-            "assert obs['history_mask'].sum() == 100000 * 4  # the 6th step started the second episode\n"
-            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    peak_mib = int(out.stdout.split()[-1]) / 1024
-    assert peak_mib < 4096, f"100,000 users peaked at {peak_mib:.0f} MiB"
+    """Reset and ten steps (two episodes) of 100,000 users."""
+    peak = child_peak_mib(
+        "import numpy as np, gymnasium as gym, pasta_env\n"
+        "v = gym.make_vec('PastaT2I-v0', num_envs=100000, vectorization_mode='vector_entry_point', copy=False)\n"
+        "obs, info = v.reset(seed=0)\n"
+        "rng = np.random.default_rng(0)\n"
+        "for _ in range(10):\n"
+        "    obs, r, term, trunc, info = v.step(rng.integers(0, 25, (100000, 4)))\n"
+        "assert obs['history_mask'].sum() == 100000 * 4  # the 6th step started the second episode")
+    assert peak < 4096, f"100,000 users peaked at {peak:.0f} MiB"
 
 
 def test_vector_env_reset_records_its_seed():
