@@ -34,7 +34,7 @@ from pasta_env import ENV_ID
 from pasta_env.datasets.identity import same_world, world_identity
 from pasta_env.distributed import RayBackend, WorkerPool, one_blas_thread, shard_seed
 from pasta_env.env import PRIVILEGED_INFO_KEYS
-from pasta_env.rewards import choice_log_likelihood, reward_log_likelihood
+from pasta_env.rewards import reward_log_likelihood
 from pasta_env.stats import ci95
 from pasta_env.worlds import PromptsArg, build_world
 from simulators.atomic import atomic_path
@@ -355,8 +355,8 @@ class FeedbackTracker:
         """Read one turn: ``(N, d)`` requests, ``(N, L, M, d)`` shown images, ``(N,)`` choices and rewards."""
         users = self.users
         req = np.broadcast_to(requests[:, None, :], (*images.shape[:2], images.shape[-1]))
-        util = np.moveaxis(users.utilities(req, images), -1, -2)  # (N, K, L)
-        lc = choice_log_likelihood(util, choice, users.temperature)
+        util = np.moveaxis(users.utilities(req, images), -1, -2).astype(np.float64)  # (N, K, L)
+        lc = users.log_likelihood(util, choice)
         lr = reward_log_likelihood(reward, util, choice, users.temperature, self.reward)
         told = [self._told(ll) for ll in (lc, lr, lc + lr)]
         self._info.append(np.stack(told, axis=1))

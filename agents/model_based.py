@@ -387,9 +387,6 @@ class OracleAgent(_SlateAgent):
     privileged = True
     lookahead = True
 
-    def belief(self, obs, info):
-        return np.eye(self.world.user_model.num_types)[true_types(info, "the oracle")]
-
     def act_batch(self, obs, info):
         return self.known_type_slates(obs, info, true_types(info, "the oracle"))
 

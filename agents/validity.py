@@ -268,10 +268,10 @@ def feedback_channel(result: EvaluationResult, prior: np.ndarray) -> dict[str, A
                            "prior_true_type_mass": float((prior ** 2).sum())}
     for name in ("bayes", "random"):
         r = result.agents[name]
-        out[name] = {"true_type_mass_per_turn": r.true_type_mass.mean(axis=0).tolist(),
-                     "information_per_turn": {what: r.information[:, :, i].mean(axis=0).tolist()
-                                              for i, what in enumerate(FEEDBACK)},
-                     "information_turn1_both_ci95": ci95(r.information[:, 0, 2])}
+        summary = r.summary()
+        out[name] = {"true_type_mass_per_turn": summary["true_type_mass_per_turn"],
+                     "information_per_turn": summary["information_per_turn"],
+                     "information_turn1_both_ci95": ci95(r.information[:, 0, FEEDBACK.index("both")])}
     return out
 
 

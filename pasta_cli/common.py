@@ -99,6 +99,14 @@ def blas_one_thread() -> None:
     threadpool_limits(1)
 
 
+def add_reward_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """``--reward``: one of the env's rewards, the default first."""
+    from pasta_env.rewards import REWARDS
+
+    parser.add_argument("--reward", default=REWARDS[0], choices=REWARDS,
+                        help="reward of a turn (see pasta_env.rewards)" + note)
+
+
 # ------------------------------------------------------------------------------------------- worlds
 
 

@@ -10,6 +10,7 @@ from pasta_cli.common import (
     Parser,
     add_backend_arguments,
     add_command,
+    add_reward_argument,
     add_world_arguments,
     agent_list,
     backend,
@@ -17,7 +18,6 @@ from pasta_cli.common import (
     finite_float,
     positive,
 )
-from pasta_env.rewards import REWARDS
 from simulators.atomic import dumps
 
 #: ``--format`` of the commands that print a report.
@@ -114,7 +114,7 @@ def register(sub: Any) -> None:
     gen.add_argument("--seed", type=int, default=0, help="episode e uses env seed SEED+e")
     gen.add_argument("--epsilon", type=finite_float, default=0.0,
                      help="probability that a turn's slate is uniformly random instead of the policy's")
-    gen.add_argument("--reward", default=REWARDS[0], choices=REWARDS, help="reward of a turn")
+    add_reward_argument(gen)
     gen.add_argument("--precision", default="float16", choices=("float16", "float32"),
                      help="how embeddings are stored")
     add_world_arguments(gen)

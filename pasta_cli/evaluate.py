@@ -8,6 +8,7 @@ from typing import Any, cast
 from pasta_cli.common import (
     add_backend_arguments,
     add_command,
+    add_reward_argument,
     add_world_arguments,
     agent_list,
     backend,
@@ -15,7 +16,6 @@ from pasta_cli.common import (
     outputs,
     positive,
 )
-from pasta_env.rewards import REWARDS
 
 DEFAULT_AGENTS = "random,lmm,popular,greedy,bayes,oracle"
 
@@ -102,7 +102,7 @@ def register(sub: Any) -> None:
     ev.add_argument("--agents", default=DEFAULT_AGENTS, help="comma-separated agents: NAME or NAME:MODEL")
     ev.add_argument("--episodes", type=int, default=2000, help="episodes per agent")
     ev.add_argument("--seed", type=int, default=0, help="episode e uses env seed SEED+e")
-    ev.add_argument("--reward", default=REWARDS[0], choices=REWARDS, help="reward of a turn")
+    add_reward_argument(ev)
     ev.add_argument("--num-envs", type=int, default=1024, help="users simulated at once")
     ev.add_argument("--json", default=None, help="write the results as JSON to this file")
     ev.add_argument("--plot", default=None, help="write per-turn reward curves to this file (PNG, PDF, SVG)")
@@ -114,8 +114,7 @@ def register(sub: Any) -> None:
     vw.add_argument("--episodes", type=int, default=2000, help="episodes per agent")
     vw.add_argument("--seed", type=int, default=0, help="episode e uses env seed SEED+e")
     vw.add_argument("--num-envs", type=int, default=1024, help="users simulated at once")
-    vw.add_argument("--reward", default=REWARDS[0], choices=REWARDS,
-                    help="reward of a turn (the deterministic ones are expected to fail the report)")
+    add_reward_argument(vw, "; the deterministic ones are expected to fail the report")
     vw.add_argument("--json", default=None, help="write the report as JSON to this file")
     vw.add_argument("--quiet", action="store_true", help="no progress bar")
     add_world_arguments(vw)

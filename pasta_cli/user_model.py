@@ -28,9 +28,10 @@ def cmd_make_synthetic_data(args: argparse.Namespace) -> int:
 def cmd_train_user_model(args: argparse.Namespace) -> int:
     """Train the user model by mini-batch EM and write a checkpoint."""
     from simulators.atomic import write_json
+    from simulators.backends import check_torch_device
     from simulators.files import WriteLock, claim_output_file
     from simulators.preferences.data import read_dataset
-    from simulators.users.em import EMConfig, check_device, run_identity, train_user_model
+    from simulators.users.em import EMConfig, run_identity, train_user_model
     from simulators.users.neural import checkpoint_run
 
     positive(threads=args.threads)
@@ -39,7 +40,7 @@ def cmd_train_user_model(args: argparse.Namespace) -> int:
                    users_per_batch=args.users_per_batch, lr=args.lr, num_inits=args.inits,
                    pair_weight=args.weights[0], rating_weight=args.weights[1], choice_weight=args.weights[2],
                    seed=args.seed, device=args.device)
-    check_device(args.device)
+    check_torch_device(args.device)
     torch_threads(args.threads)
     data = read_dataset(args.data)
     print(f"{args.data}: {data.num_users} users, " + ", ".join(f"{v} {k}" for k, v in data.counts().items()))

@@ -378,7 +378,7 @@ class ShardedCore:
         self.layout, self.categories, self.prior_cdf = first.layout, first.categories, first.prior_cdf
         self._pool = ThreadPoolExecutor(num_shards, thread_name_prefix="pasta-core")
         self._buffers: ObservationBuffers | None = None
-        self._shared = None if state is None else {k: state[k] for k in first.observation_layout()}
+        self._shared = state
 
     @property
     def turn(self) -> int:

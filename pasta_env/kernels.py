@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pasta_env.rewards import EULER_GAMMA
 from simulators.jit import compiled
-
-#: Euler's constant (the mean of a standard Gumbel variable); see :mod:`pasta_env.rewards`.
-EULER_GAMMA = 0.5772156649015329
 
 
 @compiled()

@@ -30,13 +30,16 @@ rewards are defined on it (:data:`REWARDS`):
     ``sum_j softmax(tau u)_j u_j``: as deterministic as ``"chosen-utility"``.
 
 Everything here is plain math over arrays with the slate's columns on the
-last axis; the env computes the same reward in its compiled turn kernel
+last axis (the choice's own likelihood is the user model's
+``log_likelihood``); the env computes the same reward in its compiled turn kernel
 (:func:`pasta_env.kernels.record_turn`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from simulators.users.user_model import choice_probabilities
 
 #: The reward kinds, the default first.
 REWARDS: tuple[str, ...] = ("experienced", "chosen-utility", "expected-utility")
@@ -68,13 +71,6 @@ def inclusive_value(util: np.ndarray, temperature: float) -> np.ndarray:
     return (top[..., 0] + np.log(np.exp(z - top).sum(axis=-1))) / temperature
 
 
-def softmax(util: np.ndarray, temperature: float) -> np.ndarray:
-    """``softmax(tau * u)`` over the last axis."""
-    z = temperature * util
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
 def expected_reward(util: np.ndarray, temperature: float, kind: str) -> np.ndarray:
     """The expected reward of showing columns of utilities ``util`` (columns on the last axis).
 
@@ -83,16 +79,7 @@ def expected_reward(util: np.ndarray, temperature: float, kind: str) -> np.ndarr
     """
     if check_reward(kind) == "experienced":
         return inclusive_value(util, temperature)
-    return (softmax(util, temperature) * util).sum(axis=-1)
-
-
-def choice_log_likelihood(util: np.ndarray, choice: np.ndarray, temperature: float) -> np.ndarray:
-    """``log softmax(tau * u)[choice]``: ``util`` ``(..., K, L)``, ``choice`` ``(...)``; returns ``(..., K)``."""
-    z = temperature * np.asarray(util, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    idx = np.broadcast_to(np.asarray(choice)[..., None, None], (*logp.shape[:-1], 1))
-    return np.take_along_axis(logp, idx, axis=-1)[..., 0]
+    return (choice_probabilities(util, temperature) * util).sum(axis=-1)
 
 
 def reward_log_likelihood(reward: np.ndarray, util: np.ndarray, choice: np.ndarray, temperature: float,

@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +193,8 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def claim_output_file(path: str | os.PathLike, identity: dict[str, Any], overwrite: bool = False,
-                      read_identity: Any = None) -> None:
+def claim_output_file(path: str | os.PathLike, identity: dict[str, Any], overwrite: bool,
+                      read_identity: Callable[[Path], dict | None]) -> None:
     """Make the file ``path`` this run's output, or refuse: the single-file twin of :func:`claim_output_dir`.
 
     A missing file is claimed. An existing one is this run's if
@@ -212,10 +212,10 @@ def claim_output_file(path: str | os.PathLike, identity: dict[str, Any], overwri
     if not path.exists() or overwrite:
         return
     try:
-        previous = read_identity(path) if read_identity is not None else None
-    except Exception:  # noqa: BLE001 - any unreadable file is "not ours"
+        previous = read_identity(path)
+    except Exception:  # any unreadable file is "not ours"
         previous = None
-    if previous != {**identity, "code_version": code_version()} and previous != identity:
+    if previous != identity:
         why = "was written by a run with other arguments" if previous else "is a file no run of this command wrote"
         raise OutputError(f"{str(path)!r} {why}; choose another path, or pass --overwrite to replace it")
 

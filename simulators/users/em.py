@@ -227,7 +227,7 @@ class EMTrainer:
                  checkpoint: str | os.PathLike | None = None):
         if len(data) == 0:
             raise ValueError("the training data holds no record")
-        check_device(config.device)
+        check_torch_device(config.device)
         self.data, self.config = data, config
         self.tensors = _Tensors(data, config.device)
         self.checkpoint = Path(checkpoint) if checkpoint else None
@@ -469,11 +469,6 @@ def train_user_model(data: PreferenceData, config: EMConfig = EMConfig(), progre
 def run_identity(data: PreferenceData, config: EMConfig) -> dict:
     """What a training run is: its data (fingerprinted) and settings; the checkpoint's header records it."""
     return {"command": "train-user-model", "data": data_fingerprint(data), "config": asdict(config)}
-
-
-def check_device(device: str) -> None:
-    """Raise a clear ``ValueError`` unless torch can use ``device`` here."""
-    check_torch_device(device)
 
 
 def data_fingerprint(data: PreferenceData) -> str:
