@@ -2,8 +2,12 @@
 
 ``make_agent(name, world, config, seed)`` builds a registered agent; names:
 ``random``, ``random-diverse``, ``lmm``, ``popular``, ``greedy``, ``bayes``,
-``planner``, ``oracle``. Agents with weights are named with their model:
+``bayes-diverse``, ``planner``, ``oracle``. Agents with weights are named with their model:
 ``iql:PATH`` (PASTA's agent, :mod:`agents.offline.iql`, imported only then).
+The model-based agents that read the feedback with a user model
+(``popular``, ``greedy``, ``bayes``, ``bayes-diverse``) also take a fitted
+one, ``bayes:USER_MODEL`` (a checkpoint from ``pasta train-user-model``,
+e.g. fitted to a trajectory dataset), instead of the simulator's.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from agents.base import Agent, best_per_category, top_diverse
 from agents.baselines import LMMAgent, RandomAgent, RandomDiverseAgent
 from agents.model_based import (
     BayesAgent,
+    BayesDiverseAgent,
     GreedyAgent,
     OracleAgent,
     PlannerAgent,
@@ -39,7 +44,7 @@ def register_agent(cls: type[Agent]) -> type[Agent]:
     return cls
 
 
-for _cls in (RandomAgent, RandomDiverseAgent, LMMAgent, PopularAgent, GreedyAgent, BayesAgent,
+for _cls in (RandomAgent, RandomDiverseAgent, LMMAgent, PopularAgent, GreedyAgent, BayesAgent, BayesDiverseAgent,
              PlannerAgent, OracleAgent):
     register_agent(_cls)
 
@@ -74,6 +79,11 @@ def _find(name: str) -> None:
         AGENTS[name] = cls
 
 
+def takes_user_model(name: str) -> bool:
+    """Whether the registered agent ``name`` can be built on a fitted user model (``NAME:USER_MODEL``)."""
+    return bool(getattr(AGENTS.get(name), "takes_user_model", False))
+
+
 def agent_names() -> list[str]:
     """Every agent name, those with weights written ``NAME:MODEL``, those other packages declare included."""
     return sorted([*AGENTS, *(f"{n}:MODEL" for n in AGENTS_WITH_WEIGHTS), *_declared()])
@@ -87,8 +97,14 @@ def check_agent_spec(spec: str) -> None:
     if name in AGENTS_WITH_WEIGHTS:
         if not model:
             raise ValueError(f"agent {name!r} needs a model: write {name}:PATH")
+    elif name in AGENTS and sep and takes_user_model(name):
+        if not model:
+            raise ValueError(f"{spec!r}: give the user-model checkpoint after the colon ({name}:USER_MODEL), or "
+                             f"write {name} alone for the simulator's user model")
     elif name not in AGENTS or sep:
-        what = f"agent {name!r} takes no model" if name in AGENTS else f"unknown agent {spec!r}"
+        fitted = ", ".join(n for n in AGENTS if takes_user_model(n))
+        what = (f"agent {name!r} takes no model (only {fitted} take a fitted user model, as NAME:USER_MODEL)"
+                if name in AGENTS else f"unknown agent {spec!r}")
         raise ValueError(f"{what}; known agents: {', '.join(agent_names())}")
 
 
@@ -109,10 +125,12 @@ def make_agent(name: str, world, config, seed: int | None = None) -> Agent:
             module, attr = cls.split(":")
             cls = getattr(importlib.import_module(module), attr)
         return cls.load(model, world, config, seed)  # type: ignore[union-attr]
+    if model:
+        return AGENTS[base].load(model, world, config, seed)  # type: ignore[attr-defined]
     return AGENTS[name](world, config, seed)
 
 
-__all__ = ["AGENTS", "AGENTS_WITH_WEIGHTS", "Agent", "BayesAgent", "GreedyAgent", "LMMAgent", "OracleAgent",
-           "PlannerAgent", "PopularAgent", "RandomAgent", "RandomDiverseAgent", "agent_names", "best_per_category",
-           "best_slates", "candidate_utilities", "check_agent_spec", "make_agent", "register_agent", "top_diverse",
-           "type_log_posterior"]
+__all__ = ["AGENTS", "AGENTS_WITH_WEIGHTS", "Agent", "BayesAgent", "BayesDiverseAgent", "GreedyAgent", "LMMAgent",
+           "OracleAgent", "PlannerAgent", "PopularAgent", "RandomAgent", "RandomDiverseAgent", "agent_names",
+           "best_per_category", "best_slates", "candidate_utilities", "check_agent_spec", "make_agent",
+           "register_agent", "takes_user_model", "top_diverse", "type_log_posterior"]

@@ -197,7 +197,37 @@ def myopic_slate_value(util: np.ndarray, categories: np.ndarray, slate_size: int
     return expected_reward(top, temperature, reward)
 
 
-class _SlateAgent(Agent):
+class _ModelAgent(Agent):
+    """An agent that acts on a user model: the world's, or one fitted to data (``NAME:USER_MODEL``).
+
+    With a user-model checkpoint (``pasta train-user-model --data DATASET``
+    fits one to a trajectory dataset's choices and rewards) the agent reads
+    the feedback and values the candidates with that model instead of the
+    simulator's: the same rule on what data alone can learn, so comparing
+    ``bayes`` with ``bayes:MODEL`` tells the model's share of its lead from
+    the rule's.
+    """
+
+    #: Whether ``NAME:USER_MODEL`` builds this agent on a fitted user model (not for agents that also use
+    #: the simulator's candidate generator or the true type: they would not be data-only).
+    takes_user_model = False
+
+    def __init__(self, world, config, seed: int | None = None, user_model=None):
+        super().__init__(world, config, seed)
+        #: The user model the agent reasons with (the world's unless one is given).
+        self.user_model = world.user_model if user_model is None else user_model
+
+    @classmethod
+    def load(cls, path, world, config, seed: int | None = None):
+        """The agent on the user-model checkpoint ``path`` (it must read the world's embeddings)."""
+        from simulators.users.checkpoint import load_user_model
+
+        agent = cls(world, config, seed, user_model=load_user_model(path, dim=world.dim))
+        agent.name = f"{cls.name}:{path}"
+        return agent
+
+
+class _SlateAgent(_ModelAgent):
     """Shared slate rule: :func:`best_slates` under a belief, myopic or with a lookahead, over every slate."""
 
     #: At most one candidate of each category per slate (PASTA's acting rule; off for the references:
@@ -217,7 +247,7 @@ class _SlateAgent(Agent):
         raise NotImplementedError
 
     def act_batch(self, obs, info):
-        users = self.world.user_model
+        users = self.user_model
         util = candidate_utilities(obs, users)
         belief = self.belief(obs, info)
         future = self.future_values(obs, info, belief, util) if self.lookahead else None
@@ -236,7 +266,7 @@ class _SlateAgent(Agent):
         so they are judged by their utility alone.
         """
         N, C = obs["candidates"].shape[:2]
-        K = self.world.user_model.num_types
+        K = self.user_model.num_types
         out = np.zeros((N, K, C), np.float32)
         live = np.flatnonzero(np.asarray(obs["turn"]).reshape(-1) < self.config.horizon - 1)
         if live.size == 0:
@@ -262,7 +292,7 @@ class _SlateAgent(Agent):
         return np.sort(np.argsort(-score, axis=1, kind="stable")[:, :self.focus], axis=1)
 
     def _expand_values(self, request, prompts) -> np.ndarray:
-        world, users = self.world, self.world.user_model
+        world, users = self.world, self.user_model
         gen = world.candidates
         n, C = prompts.shape
         rows = np.broadcast_to(np.arange(n)[:, None, None], (n, self.samples, C))
@@ -294,7 +324,7 @@ def true_types(info, who: str) -> np.ndarray:
     return np.asarray(info["user_type"]).reshape(-1)
 
 
-class GreedyAgent(Agent):
+class GreedyAgent(_ModelAgent):
     """Myopic Bayesian agent, candidate by candidate.
 
     Keeps the posterior over user types given the feedback so far (see
@@ -305,13 +335,14 @@ class GreedyAgent(Agent):
     """
 
     name = "greedy"
+    takes_user_model = True
 
     def posterior(self, obs) -> np.ndarray:
         """``(N, K)`` posterior over user types."""
-        return np.exp(type_log_posterior(obs, self.world.user_model, self.config.reward))
+        return np.exp(type_log_posterior(obs, self.user_model, self.config.reward))
 
     def act_batch(self, obs, info):
-        values = np.einsum("nkc,nk->nc", candidate_utilities(obs, self.world.user_model), self.posterior(obs))
+        values = np.einsum("nkc,nk->nc", candidate_utilities(obs, self.user_model), self.posterior(obs))
         return top_diverse(values, obs["candidate_categories"], self.config.slate_size,
                            len(self.world.candidates.categories))
 
@@ -324,9 +355,10 @@ class PopularAgent(_SlateAgent):
     """
 
     name = "popular"
+    takes_user_model = True
 
     def belief(self, obs, info):
-        prior = self.world.user_model.prior
+        prior = self.user_model.prior
         return np.broadcast_to(prior, (obs["candidates"].shape[0], prior.size))
 
 
@@ -343,9 +375,23 @@ class BayesAgent(_SlateAgent):
     """
 
     name = "bayes"
+    takes_user_model = True
 
     def belief(self, obs, info):
-        return np.exp(type_log_posterior(obs, self.world.user_model, self.config.reward))
+        return np.exp(type_log_posterior(obs, self.user_model, self.config.reward))
+
+
+class BayesDiverseAgent(BayesAgent):
+    """bayes under PASTA's acting rule: the best slate with at most one prompt per category.
+
+    The value-based agent's rule (``iql`` shows one prompt per category), so
+    ``bayes-diverse`` against ``bayes`` is what the rule costs, and
+    ``bayes-diverse:USER_MODEL`` against ``iql`` compares the two ways of
+    learning from the same data under the same rule.
+    """
+
+    name = "bayes-diverse"
+    one_per_category = True
 
 
 class PlannerAgent(BayesAgent):
@@ -362,6 +408,7 @@ class PlannerAgent(BayesAgent):
 
     name = "planner"
     lookahead = True
+    takes_user_model = False  # its lookahead expands candidates with the simulator's generator
 
 
 class OracleAgent(_SlateAgent):

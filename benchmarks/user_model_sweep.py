@@ -41,7 +41,7 @@ def sweep(ks, train_dir, test_dir=None, base_config=None, progress=True, referen
     """
     from dataclasses import replace
 
-    from simulators.preferences.data import read_dataset
+    from pasta_env.datasets.preferences import read_preferences as read_dataset
     from simulators.users.em import EMConfig, train_user_model
     from simulators.users.evaluation import evaluate_user_model
 

@@ -27,23 +27,24 @@ def cmd_make_synthetic_data(args: argparse.Namespace) -> int:
 
 def cmd_train_user_model(args: argparse.Namespace) -> int:
     """Train the user model by mini-batch EM and write a checkpoint."""
+    from pasta_env.datasets.preferences import read_preferences
     from simulators.atomic import write_json
     from simulators.backends import check_torch_device
     from simulators.files import WriteLock, claim_output_file
-    from simulators.preferences.data import read_dataset
     from simulators.users.em import EMConfig, run_identity, train_user_model
     from simulators.users.neural import checkpoint_run
 
-    positive(threads=args.threads)
+    positive(threads=args.threads, **({} if args.episodes is None else {"episodes": args.episodes}))
     outputs(out=args.out, json=args.json)
     cfg = EMConfig(num_types=args.k, hidden=args.hidden, aggregation=args.aggregation, epochs=args.epochs,
                    users_per_batch=args.users_per_batch, lr=args.lr, num_inits=args.inits,
                    pair_weight=args.weights[0], rating_weight=args.weights[1], choice_weight=args.weights[2],
-                   seed=args.seed, device=args.device)
+                   reward_weight=args.reward_weight, seed=args.seed, device=args.device)
     check_torch_device(args.device)
     torch_threads(args.threads)
-    data = read_dataset(args.data)
-    print(f"{args.data}: {data.num_users} users, " + ", ".join(f"{v} {k}" for k, v in data.counts().items()))
+    data = read_preferences(args.data, args.episodes)
+    rated = " (each with its reward)" if "reward" in data.choices else ""
+    print(f"{args.data}: {data.num_users} users, " + ", ".join(f"{v} {k}" for k, v in data.counts().items()) + rated)
     state = Path(f"{args.out}.state")
     with WriteLock(args.out):
         claim_output_file(args.out, run_identity(data, cfg), args.overwrite, checkpoint_run)
@@ -61,8 +62,8 @@ def cmd_train_user_model(args: argparse.Namespace) -> int:
 
 def cmd_eval_user_model(args: argparse.Namespace) -> int:
     """Evaluate a user model on held-out users' records."""
+    from pasta_env.datasets.preferences import read_preferences
     from simulators.atomic import write_json
-    from simulators.preferences.data import read_dataset
     from simulators.users.checkpoint import load_user_model
     from simulators.users.evaluation import evaluate_user_model
 
@@ -70,7 +71,7 @@ def cmd_eval_user_model(args: argparse.Namespace) -> int:
         raise ValueError(f"--context-fraction must be between 0 and 1 (exclusive), got {args.context_fraction}")
     outputs(json=args.json)
     model = load_user_model(args.model)
-    data = read_dataset(args.data)
+    data = read_preferences(args.data)
     metrics = evaluate_user_model(model, data, context_fraction=args.context_fraction, seed=args.seed)
     for key, value in metrics.items():
         print(f"{key:>22s}: {value:.4f}" if isinstance(value, float) else f"{key:>22s}: {value}")
@@ -158,7 +159,11 @@ def _add_make_synthetic_data(sub: Any) -> None:
 def _add_train_user_model(sub: Any) -> None:
     """``pasta train-user-model``."""
     tr = add_command(sub, "train-user-model", cmd_train_user_model)
-    tr.add_argument("--data", required=True, help="dataset folder (pairs/ratings/choices .jsonl)")
+    tr.add_argument("--data", required=True,
+                    help="preference data (pairs/ratings/choices .jsonl), or a trajectory dataset made by `pasta "
+                         "generate` (each episode a user: its choices and, under the experienced reward, rewards)")
+    tr.add_argument("--episodes", type=int, default=None,
+                    help="with a trajectory dataset: read only its first N episodes (default: all)")
     tr.add_argument("--k", type=int, default=8, help="number of user types")
     tr.add_argument("--out", required=True, help="the checkpoint to write (.npz format)")
     tr.add_argument("--epochs", type=int, default=20, help="passes over all users")
@@ -169,6 +174,8 @@ def _add_train_user_model(sub: Any) -> None:
     tr.add_argument("--lr", type=finite_float, default=3e-2, help="Adam learning rate")
     tr.add_argument("--inits", type=int, default=3, help="random initialisations tried")
     tr.add_argument("--weights", type=loss_weights, default=(1.0, 1.0, 1.0), help="loss weights pairs,ratings,choices")
+    tr.add_argument("--reward-weight", type=finite_float, default=1.0,
+                    help="weight of a choice's reward (trajectory datasets; 0: choices only)")
     tr.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     tr.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     tr.add_argument("--seed", type=int, default=0, help="seed of initialisation and batching")
@@ -184,7 +191,8 @@ def _add_eval_user_model(sub: Any) -> None:
     """``pasta eval-user-model``."""
     ev = add_command(sub, "eval-user-model", cmd_eval_user_model)
     ev.add_argument("model", help="a user-model checkpoint")
-    ev.add_argument("--data", required=True, help="held-out users' dataset folder")
+    ev.add_argument("--data", required=True,
+                    help="held-out users' preference data, or a trajectory dataset (one user per episode)")
     ev.add_argument("--context-fraction", type=finite_float, default=0.5,
                     help="share of each user's records used to infer their type")
     ev.add_argument("--seed", type=int, default=0, help="seed of the context/query split")
@@ -195,7 +203,8 @@ def _add_user_model_sweep(sub: Any) -> None:
     """``pasta user-model-sweep``."""
     sw = add_command(sub, "user-model-sweep", cmd_user_model_sweep)
     sw.add_argument("--k", default="1,2,4,8,16,32", help="comma-separated numbers of types")
-    sw.add_argument("--data", required=True, help="training dataset folder")
+    sw.add_argument("--data", required=True,
+                    help="training preference data, or a trajectory dataset (one user per episode)")
     sw.add_argument("--test", default=None,
                     help="held-out users' dataset folder (none: hold out 20%% of --data's users)")
     sw.add_argument("--planted", default=None, help="planted model checkpoint, listed as reference")

@@ -131,7 +131,8 @@ class PreferenceData:
         return parts[0], parts[1]
 
 
-def _empty(kind: str, slate: tuple[int, int] = (0, 0)) -> dict[str, np.ndarray]:
+def empty_records(kind: str, slate: tuple[int, int] = (0, 0)) -> dict[str, np.ndarray]:
+    """No records of ``kind`` (``pairs``, ``ratings`` or ``choices`` of ``slate = (L, M)``), as arrays."""
     if kind == "pairs":
         return {"user": np.zeros(0, np.int64), "prompt": np.zeros(0, np.int64),
                 "image_a": np.zeros(0, np.int64), "image_b": np.zeros(0, np.int64),
@@ -280,7 +281,7 @@ def _check_slate(r: dict, where: str, slate: tuple[int, int] | None) -> tuple[in
 
 def _to_arrays(kind: str, rows: list, slate: tuple[int, int]) -> dict[str, np.ndarray]:
     if not rows:
-        return _empty(kind, slate)
+        return empty_records(kind, slate)
     cols = list(zip(*rows))
     names: tuple[str, ...]
     dtypes: tuple[type, ...]

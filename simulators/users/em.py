@@ -58,6 +58,11 @@ class EMConfig:
         users_per_batch: Users per EM iteration.
         lr: Adam learning rate.
         pair_weight, rating_weight, choice_weight: Weights of the three losses.
+        reward_weight: Weight of a choice's reward, where a choice record
+            carries one (a trajectory dataset's turns): the log density of
+            the experienced reward, Gumbel with location the slate's
+            inclusive value less ``gamma / tau`` and scale ``1 / tau``
+            (:mod:`pasta_env.rewards`).
         rating_noise: ``sigma`` of the rating regression.
         num_inits: Random initialisations tried.
         init_epochs: Epochs each initialisation is trained before the best is kept.
@@ -81,6 +86,7 @@ class EMConfig:
     pair_weight: float = 1.0
     rating_weight: float = 1.0
     choice_weight: float = 1.0
+    reward_weight: float = 1.0
     rating_noise: float = 1.0
     num_inits: int = 3
     init_epochs: int = 3
@@ -94,7 +100,8 @@ class EMConfig:
         for name in ("num_types", "epochs", "users_per_batch", "num_inits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("hidden", "init_epochs", "revive_below", "pair_weight", "rating_weight", "choice_weight"):
+        for name in ("hidden", "init_epochs", "revive_below", "pair_weight", "rating_weight", "choice_weight",
+                     "reward_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "rating_noise", "init_scale"):
@@ -174,7 +181,7 @@ class _Tensors:
         self.prompt = t(data.prompt_emb, torch.float32)
         self.image = t(data.image_emb, torch.float32)
         self.records = {
-            kind: {k: t(v, torch.float32 if k in ("label", "rating") else torch.long)
+            kind: {k: t(v, torch.float32 if k in ("label", "rating", "reward") else torch.long)
                    for k, v in getattr(data, kind).items()}
             for kind in ("pairs", "ratings", "choices")
         }
@@ -198,9 +205,15 @@ def record_loglik(model: TorchUserModel, tensors: _Tensors, kind: str, rec: dict
         return config.rating_weight * (ll - math.log(config.rating_noise * math.sqrt(2 * math.pi)))
     p = P[rec["request"]][:, None, None, :]  # (n, 1, 1, d): the session's request, for every column
     util = model.aggregate(model.scores(p, I[rec["image"]]), dim=2)  # (n, L, K)
-    logp = torch.log_softmax(model.log_tau.exp() * util, dim=1)
+    tau = model.log_tau.exp()
+    logp = torch.log_softmax(tau * util, dim=1)
     chosen = rec["chosen"][:, None, None].expand(-1, 1, logp.shape[2])
-    return config.choice_weight * logp.gather(1, chosen)[:, 0, :]
+    ll = config.choice_weight * logp.gather(1, chosen)[:, 0, :]
+    if "reward" in rec and config.reward_weight > 0:  # the experienced reward: Gumbel(IV - gamma/tau, 1/tau)
+        inclusive = torch.logsumexp(tau * util, dim=1) / tau  # (n, K)
+        z = tau * (rec["reward"][:, None] - inclusive) + np.euler_gamma
+        ll = ll + config.reward_weight * (model.log_tau - z - torch.exp(-z.clamp(min=-50.0)))
+    return ll
 
 
 def user_loglik(model, tensors, records_by_kind, local_user, num_users, config) -> torch.Tensor:
