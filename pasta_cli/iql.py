@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from pasta_cli.common import add_command, cpu_count, finite_float, positive, shares, torch_threads
@@ -14,10 +15,18 @@ def cmd_train_iql(args: argparse.Namespace) -> int:
 
     mix = shares(args.mix, len(args.data)) if args.mix else None
     positive(steps=args.steps, batch_size=args.batch_size, eval_episodes=args.eval_episodes, threads=args.threads)
+    if args.belief_types < 0:
+        raise ValueError(f"--belief-types must be >= 0, got {args.belief_types}")
+    if args.user_model is not None and not Path(args.user_model).is_file():
+        raise ValueError(f"--user-model {args.user_model!r} is not a file; fit one to the training data with `pasta "
+                         "train-user-model --data DATASET --out MODEL.npz`")
     torch_threads(args.threads)
     settings = IQLSettings(steps=args.steps, batch_size=args.batch_size, expectile=args.expectile,
                            gamma=args.gamma, hidden=args.hidden, critic_lr=args.lr, eval_every=args.eval_every,
-                           eval_episodes=args.eval_episodes, seed=args.seed, compile_graph=args.compile)
+                           eval_episodes=args.eval_episodes, seed=args.seed, compile_graph=args.compile,
+                           critic=args.critic, belief_types=args.belief_types, user_model=args.user_model,
+                           one_per_category=not args.any_category, train_actor=args.train_actor,
+                           belief_loss=args.belief_loss, belief_lr=args.belief_lr)
     history = train_iql(args.data, args.out, settings, mix=mix, device=args.device, progress=not args.quiet,
                         overwrite=args.overwrite, check_data=not args.no_check_data)
     last = history["evaluations"][-1]
@@ -42,6 +51,24 @@ def register(sub: Any) -> None:
     ti.add_argument("--expectile", type=finite_float, default=iql.expectile,
                     help="IQL's expectile of the value function")
     ti.add_argument("--gamma", type=finite_float, default=iql.gamma, help="discount (1: the episode return)")
+    ti.add_argument("--critic", choices=("mean", "mixture"), default=iql.critic,
+                    help="slate critic: mean (PASTA's decomposed value, mean of per-prompt values) or mixture "
+                         "(the belief-weighted inclusive value of the slate; needs a belief)")
+    ti.add_argument("--belief-types", type=int, default=iql.belief_types,
+                    help="latent user types of the history encoder's belief (0: none; default: the --user-model's)")
+    ti.add_argument("--user-model", default=None,
+                    help="start the belief from this user-model checkpoint (fit it to the same data with `pasta "
+                         "train-user-model --data DATASET`)")
+    ti.add_argument("--belief-loss", type=finite_float, default=iql.belief_loss,
+                    help="weight of the belief's own loss (minus the log-likelihood of the batch histories' choices "
+                         "and rewards); 0: the belief learns from the TD loss alone")
+    ti.add_argument("--belief-lr", type=finite_float, default=iql.belief_lr,
+                    help="learning rate of the belief's user model")
+    ti.add_argument("--any-category", action="store_true",
+                    help="act with the critic's best slate over all of them, not one prompt per category (PASTA's "
+                         "rule)")
+    ti.add_argument("--train-actor", action="store_true",
+                    help="also train IQL's actor each step as d3rlpy does (the agent never uses it)")
     ti.add_argument("--hidden", type=int, default=iql.hidden, help="width of the networks' hidden layers")
     ti.add_argument("--lr", type=finite_float, default=iql.critic_lr, help="critic learning rate (Adam)")
     ti.add_argument("--eval-every", type=int, default=iql.eval_every, help="evaluate and save progress every N steps")

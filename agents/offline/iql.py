@@ -1,10 +1,15 @@
-"""PASTA's agent: implicit Q-learning on d3rlpy with the decomposed slate value, and its trainer.
+"""PASTA's agent: implicit Q-learning on d3rlpy with a slate critic, and its trainer.
 
-``q(h, P) = mean_{p in P} f(h, p)`` is learned offline with d3rlpy's IQL
-(critic, expectile value function; its actor is trained too, as IQL does,
-but never used). The agent acts by scoring every candidate with ``f`` (the
-minimum over the critic ensemble) and showing the top ``L`` with at most one
-per category, for a whole batch of users at once.
+The slate value is learned offline with d3rlpy's IQL (critic, expectile
+value function; IQL's actor is never used, so by default it is not
+trained). With PASTA's ``mean`` critic, ``q(h, P) = mean_{p in P} f(h, p)``,
+the agent scores every candidate with ``f`` (the minimum over the critic
+ensemble) and shows the top ``L`` with at most one per category, for a
+whole batch of users at once. With the ``mixture`` critic (the belief-
+weighted inclusive value, :mod:`agents.offline.encoders`) it shows the
+slate with the highest value, searched over every slate as ``bayes``
+searches (:func:`agents.model_based.best_slates`). Either rule can be
+kept to one prompt per category or not (``one_per_category``).
 
 A model is a folder:
 
@@ -31,7 +36,13 @@ import numpy as np
 import torch
 
 from agents.base import Agent, top_diverse
-from agents.offline.encoders import OBSERVATION_KEYS, PastaEncoderFactory, observation_size, observation_slots
+from agents.offline.encoders import (
+    OBSERVATION_KEYS,
+    PastaEncoderFactory,
+    TypeBelief,
+    observation_size,
+    observation_slots,
+)
 from agents.offline.settings import IQLSettings
 from pasta_env.config import EnvConfig
 from pasta_env.datasets import load
@@ -45,8 +56,9 @@ from simulators.errors import PastaError
 from simulators.files import FileFormatError, WriteLock, check_output_file, claim_output_dir, code_version
 
 MODEL_FORMAT = "pasta-t2i iql"
-#: Version 2: the past rewards in the history; version 3: the weights' SHA-256 in ``model.json``.
-MODEL_FORMAT_VERSION = 3
+#: Version 2: the past rewards in the history; version 3: the weights' SHA-256 in ``model.json``; version 4:
+#: the belief over types, the mixture critic and the acting rule.
+MODEL_FORMAT_VERSION = 4
 
 
 class ModelMismatchError(PastaError, ValueError):
@@ -62,16 +74,40 @@ def algo_device(device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
+def belief_size(settings: IQLSettings) -> tuple[int, int, Any]:
+    """``(belief_types, belief_hidden, user_model)`` of ``settings``: the checkpoint's sizes when one is given."""
+    if not settings.user_model:
+        return settings.belief_types, settings.belief_hidden, None
+    from simulators.users.checkpoint import load_user_model
+    from simulators.users.neural import TrunkHeadsUserModel
+
+    model = load_user_model(settings.user_model)
+    if not isinstance(model, TrunkHeadsUserModel):
+        raise ValueError(f"{settings.user_model}: the belief starts from a trunk-and-heads user model (what `pasta "
+                         f"train-user-model` writes), got a {type(model).__name__}")
+    if settings.belief_types not in (0, model.num_types):
+        raise ValueError(f"belief_types {settings.belief_types} differs from the user model's {model.num_types} "
+                         "types; leave it out to take the model's")
+    return model.num_types, model.hidden, model
+
+
 def make_iql(settings: IQLSettings, horizon: int, slate_size: int, dim: int, device: str = "cpu",
              reward_norm: tuple[float, float] = (0.0, 1.0)):
     """A d3rlpy IQL with PASTA's networks, its parameters initialised from ``settings.seed``.
 
     ``reward_norm``: the mean and standard deviation the history encoder
-    standardises past rewards with (the training data's).
+    standardises past rewards with (the training data's). With
+    ``settings.user_model`` every copy of the belief starts from that
+    checkpoint's weights.
     """
     d3rlpy = _d3rlpy()
+    types, belief_hidden, user_model = belief_size(settings)
+    if user_model is not None and user_model.dim != dim:
+        raise ModelMismatchError(f"{settings.user_model}: the user model reads {user_model.dim}-dimensional "
+                                 f"embeddings, the data hold {dim}")
     factory = PastaEncoderFactory(horizon=horizon, slate_size=slate_size, dim=dim, hidden=settings.hidden,
-                                  reward_shift=float(reward_norm[0]), reward_scale=float(reward_norm[1]))
+                                  reward_shift=float(reward_norm[0]), reward_scale=float(reward_norm[1]),
+                                  belief_types=types, belief_hidden=belief_hidden, critic=settings.critic)
     config = d3rlpy.algos.IQLConfig(
         batch_size=settings.batch_size, gamma=settings.gamma, expectile=settings.expectile,
         weight_temp=settings.weight_temp, critic_learning_rate=settings.critic_lr,
@@ -83,7 +119,42 @@ def make_iql(settings: IQLSettings, horizon: int, slate_size: int, dim: int, dev
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         algo.create_impl((observation_size(horizon, slate_size, dim),), slate_size * dim)
+    belief_learning_rate(algo, settings.belief_lr)
+    with torch.no_grad():
+        if user_model is not None:
+            from simulators.users.em import TorchUserModel
+
+            state = TorchUserModel.from_numpy(user_model).state_dict()
+            for module in _all_modules(algo):
+                if isinstance(module, TypeBelief):
+                    module.users.load_state_dict(state)
+        if settings.critic == "mixture":  # Q = 1 * (the mixture's value) + 0 at the start
+            for q_funcs in (algo.impl.q_function, algo.impl.modules.targ_q_funcs):
+                for q_func in q_funcs:
+                    q_func._fc.weight.fill_(1.0)
+                    q_func._fc.bias.zero_()
     return algo
+
+
+def belief_learning_rate(algo, lr: float) -> None:
+    """Give the critics' and value function's beliefs (if any) their own parameter group, at rate ``lr``."""
+    belief = {id(p) for m in _all_modules(algo) if isinstance(m, TypeBelief) for p in m.parameters()}
+    if not belief:
+        return
+    optim = algo.impl.modules.critic_optim.optim
+    group = optim.param_groups[0]
+    mine = [p for p in group["params"] if id(p) in belief]
+    group["params"] = [p for p in group["params"] if id(p) not in belief]
+    optim.add_param_group({"params": mine, "lr": lr})
+
+
+def _all_modules(algo) -> list[torch.nn.Module]:
+    """Every torch module of ``algo``'s networks (critics, their targets, value function, actor)."""
+    out: list[torch.nn.Module] = []
+    for value in vars(algo.impl.modules).values():
+        if isinstance(value, torch.nn.Module):
+            out.extend(value.modules())
+    return out
 
 
 def flat_observations(obs: dict[str, np.ndarray], horizon: int, slate_size: int, dim: int) -> np.ndarray:
@@ -93,15 +164,37 @@ def flat_observations(obs: dict[str, np.ndarray], horizon: int, slate_size: int,
     return np.concatenate([np.asarray(obs[k], np.float32).reshape(n, -1) for k in slots], axis=1)
 
 
+def _head(q_func) -> torch.nn.Linear:
+    fc = getattr(q_func, "_fc", None)
+    if not isinstance(fc, torch.nn.Linear):  # pragma: no cover - another d3rlpy layout
+        raise RuntimeError("this d3rlpy's Q-function has no linear head; install d3rlpy 2.8")
+    return fc
+
+
+def critic_kind(algo) -> str:
+    """``"mean"`` or ``"mixture"``: the slate critic ``algo`` was built with."""
+    return algo.impl.q_function[0].encoder.critic
+
+
 def prompt_values(algo, x: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
-    """``f(h, p)`` of ``(B, n, d)`` prompts, the minimum over the critics: ``(B, n)``."""
-    values = []
-    for q_func in algo.impl.q_function:
-        fc = getattr(q_func, "_fc", None)
-        if not isinstance(fc, torch.nn.Linear):  # pragma: no cover - another d3rlpy layout
-            raise RuntimeError("this d3rlpy's Q-function has no linear head; install d3rlpy 2.8")
-        values.append(fc(q_func.encoder.per_prompt(x, prompts))[..., 0])
+    """``f(h, p)`` of ``(B, n, d)`` prompts, the minimum over the critics: ``(B, n)`` (mean critic)."""
+    values = [_head(q)(q.encoder.per_prompt(x, prompts))[..., 0] for q in algo.impl.q_function]
     return torch.stack(values).min(dim=0).values
+
+
+def type_values(algo, x: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixture critic: each latent type's value ``(B, K, n)`` of ``(B, n, d)`` prompts, the belief ``(B, K)``, ``tau``.
+
+    From the first critic (the ensemble's types need not line up, so they
+    are not averaged); its head's weight is positive while the slate
+    value rises with the mixture (checked at acting time).
+    """
+    q_func = algo.impl.q_function[0]
+    if float(_head(q_func).weight.reshape(-1)[0]) <= 0:
+        raise RuntimeError("the mixture critic's head has a non-positive weight: the slate value no longer rises "
+                           "with the mixture; retrain (lower --lr) or use --critic mean")
+    v, belief = q_func.encoder.type_values(x, prompts)
+    return v.transpose(1, 2), belief, q_func.encoder.temperature()
 
 
 class IQLAgent(Agent):
@@ -114,18 +207,19 @@ class IQLAgent(Agent):
     needs_model = True
 
     def __init__(self, world: World, config: EnvConfig, seed: int | None = None, algo: Any = None,
-                 name: str = "iql"):
+                 name: str = "iql", one_per_category: bool = True):
         super().__init__(world, config, seed)
         if algo is None:
             raise ValueError("the iql agent needs a trained model: give iql:PATH (a folder made by "
                              "`pasta train-iql --out PATH`)")
-        self.algo, self.name = algo, name
+        self.algo, self.name, self.one_per_category = algo, name, one_per_category
         self.device = next(algo.impl.q_function.parameters()).device
 
     @classmethod
-    def from_algo(cls, algo, world: World, config: EnvConfig, name: str = "iql") -> IQLAgent:
+    def from_algo(cls, algo, world: World, config: EnvConfig, name: str = "iql",
+                  one_per_category: bool = True) -> IQLAgent:
         """An agent over an IQL being trained (no file)."""
-        return cls(world, config, algo=algo, name=name)
+        return cls(world, config, algo=algo, name=name, one_per_category=one_per_category)
 
     @classmethod
     def load(cls, path: str | Path, world: World, config: EnvConfig, seed: int | None = None,
@@ -157,8 +251,10 @@ class IQLAgent(Agent):
         dev = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
         algo = algo_config.create(device=dev)
         algo.create_impl(tuple(meta["observation_shape"]), int(meta["action_size"]))
+        belief_learning_rate(algo, float(meta.get("settings", {}).get("belief_lr", IQLSettings.belief_lr)))
         load_weights(algo, Path(path) / "weights.pt", meta["weights_sha256"])
-        return cls(world, config, seed, algo=algo, name=f"iql:{path}")
+        return cls(world, config, seed, algo=algo, name=f"iql:{path}",
+                   one_per_category=bool(meta["acting"]["one_per_category"]))
 
     def values(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """``f(h, p)`` of every candidate: ``(num_envs, L_C)``."""
@@ -170,14 +266,27 @@ class IQLAgent(Agent):
             return prompt_values(self.algo, xt, pt).cpu().numpy()
 
     def act_batch(self, obs, info):
-        return top_diverse(self.values(obs), obs["candidate_categories"], self.config.slate_size,
-                           len(self.world.candidates.categories))
+        cfg = self.config
+        if critic_kind(self.algo) == "mixture":
+            from agents.model_based import best_slates
+
+            x = flat_observations(obs, cfg.horizon, cfg.slate_size, self.world.dim)
+            with torch.no_grad():
+                v, belief, tau = type_values(self.algo, torch.as_tensor(x, device=self.device),
+                                             torch.as_tensor(np.asarray(obs["candidates"], np.float32),
+                                                             device=self.device))
+            return best_slates(v.double().cpu().numpy(), None, belief.double().cpu().numpy(), float(tau),
+                               obs["candidate_categories"], cfg.slate_size, self.one_per_category)
+        values = self.values(obs)
+        if not self.one_per_category:
+            return np.argsort(-values, axis=1, kind="stable")[:, :cfg.slate_size]
+        return top_diverse(values, obs["candidate_categories"], cfg.slate_size, len(self.world.candidates.categories))
 
 
 #: What ``model.json`` must hold, and the type of each field.
 META_FIELDS: dict[str, type | tuple[type, ...]] = {
     "format_version": int, "d3rlpy_config": dict, "observation_shape": list, "action_size": int,
-    "observation_keys": list, "layout": dict, "weights_sha256": str}
+    "observation_keys": list, "layout": dict, "weights_sha256": str, "acting": dict}
 LAYOUT_FIELDS = ("horizon", "slate_size", "dim", "num_candidates", "categories")
 
 
@@ -323,10 +432,41 @@ class _Sampler:
                               terminals=f32(term), intervals=torch.ones_like(rewards), device=self.device)
 
 
-def update(algo, batch) -> dict[str, float]:
-    """One gradient step of d3rlpy's IQL on a ``TorchMiniBatch`` (what ``algo.update`` does after moving a
-    numpy batch to the device)."""
-    metrics = algo.impl.update(batch, algo.grad_step)
+def update(algo, batch, train_actor: bool = True, belief_loss: float = 0.0) -> dict[str, torch.Tensor | float]:
+    """One gradient step of d3rlpy's IQL on a ``TorchMiniBatch``.
+
+    With ``train_actor`` it is exactly what ``algo.update`` does after moving
+    a numpy batch to the device (critic, value function, actor, target
+    sync; the losses come back as floats). Without it the actor is skipped
+    (the agent never uses it) and the losses come back as tensors on the
+    device, so the step never waits for the device to finish; the critic,
+    value function and targets are stepped as d3rlpy steps them.
+    ``belief_loss`` adds that weight times minus the log-likelihood of the
+    batch's next histories under every belief's user model (see
+    :class:`~agents.offline.settings.IQLSettings`) to the critic's loss.
+    """
+    impl = algo.impl
+    if belief_loss > 0:
+        modules = impl.modules
+        modules.critic_optim.zero_grad()
+        loss = impl.compute_critic_loss(batch, impl.compute_target(batch))
+        encoders = [q.encoder.history for q in modules.q_funcs] + [modules.value_func._encoder]
+        nll = -torch.stack([e.history_log_likelihood(batch.next_observations).mean() for e in encoders]).mean()
+        (loss.critic_loss + belief_loss * nll).backward()
+        modules.critic_optim.step()
+        if train_actor:
+            impl.update_actor(batch)
+        impl.update_critic_target()
+        metrics = {"critic_loss": loss.critic_loss.detach(), "q_loss": loss.q_loss.detach(),
+                   "v_loss": loss.v_loss.detach(), "belief_nll": nll.detach()}
+    elif train_actor:
+        metrics = impl.update(batch, algo.grad_step)
+    else:
+        loss = impl._compute_critic_grad(batch)  # d3rlpy's own (CUDA-graphed under compile_graph)
+        impl.modules.critic_optim.step()
+        impl.update_critic_target()
+        metrics = {"critic_loss": loss.critic_loss.detach(), "q_loss": loss.q_loss.detach(),
+                   "v_loss": loss.v_loss.detach()}
     algo.set_grad_step(algo.grad_step + 1)
     return metrics
 
@@ -348,6 +488,18 @@ def evaluate_agent(agent: Agent, episodes: int, seed: int, world: World, config:
     finally:
         env.close()
     return {"return_mean": float(total.mean()), "return_ci95": ci95(total), "per_turn": turns}
+
+
+#: The agents drawn as reference lines on the learning curves.
+REFERENCE_AGENTS: tuple[str, ...] = ("lmm", "popular", "bayes")
+
+
+def reference_returns(episodes: int, seed: int, world: World, config: EnvConfig) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate_agent` of :data:`REFERENCE_AGENTS` on the evaluation users (the learning curves' lines)."""
+    from agents import make_agent
+
+    return {name: evaluate_agent(make_agent(name, world, config, seed=0), episodes, seed, world, config)
+            for name in REFERENCE_AGENTS}
 
 
 def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings = IQLSettings(),
@@ -402,17 +554,24 @@ def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings
         algo = make_iql(settings, lay.horizon, lay.slate_size, lay.dim, device, sampler.reward_norm)
         state = _State(out, identity)
         history = state.restore(algo, sampler) or {"losses": [], "evaluations": [], "seconds": 0.0, "step": 0}
-        agent = IQLAgent.from_algo(algo, world, env_config)
+        agent = IQLAgent.from_algo(algo, world, env_config, one_per_category=settings.one_per_category)
+        if not history["evaluations"]:  # the untrained network, and the references on the same users
+            history["evaluations"].append({"step": 0, **evaluate_agent(agent, settings.eval_episodes, eval_seed,
+                                                                       world, env_config)})
+            history["references"] = reference_returns(settings.eval_episodes, eval_seed, world, env_config)
         bar = tqdm(total=settings.steps, initial=history["step"], unit="step", desc="training iql",
                    disable=not progress, leave=False)
         t0, step0 = time.perf_counter(), history["step"]
-        sums: dict[str, float] = {}
+        updating, t_update = 0.0, time.perf_counter()
+        sums: dict[str, Any] = {}
         try:
             for step in range(history["step"] + 1, settings.steps + 1):
-                for k, v in update(algo, sampler.sample()).items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                for k, v in update(algo, sampler.sample(), settings.train_actor, settings.belief_loss).items():
+                    sums[k] = sums[k] + v if k in sums else v  # tensors stay on the device until logged
                 if step % settings.log_every == 0:
-                    history["losses"].append({"step": step, **{k: v / settings.log_every for k, v in sums.items()}})
+                    history["losses"].append({"step": step, **{k: float(v) / settings.log_every
+                                                               for k, v in sums.items()}})  # waits for the device
+                    updating += time.perf_counter() - t_update
                     sums = {}
                     bar.set_postfix(critic=f"{history['losses'][-1].get('critic_loss', float('nan')):.3g}")
                 if (settings.eval_every and step % settings.eval_every == 0) or step == settings.steps:
@@ -423,11 +582,16 @@ def train_iql(data: Sequence[str | Path], out: str | Path, settings: IQLSettings
                     history["seconds"] += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     state.save(algo, sampler, history)
+                if step % settings.log_every == 0:
+                    t_update = time.perf_counter()
                 bar.update(1)
         finally:
             bar.close()
         trained = history["step"] - step0
         history["steps_per_second"] = trained / history["seconds"] if history["seconds"] else None
+        logged = (history["step"] // settings.log_every - step0 // settings.log_every) * settings.log_every
+        #: Gradient steps per second of the updates alone (the logged windows: evaluations and saving left out).
+        history["update_steps_per_second"] = logged / updating if updating else None
         _write_model(out, algo, lay, world, manifest, settings, mix, data, history)
         state.clear()
     return history
@@ -498,6 +662,7 @@ def _write_model(out: Path, algo, lay, world: World, manifest: dict, settings: I
         "d3rlpy_config": json.loads(algo.config.serialize()),
         "observation_shape": list(algo.impl.observation_shape), "action_size": int(algo.impl.action_size),
         "observation_keys": list(OBSERVATION_KEYS),
+        "acting": {"one_per_category": settings.one_per_category, "critic": settings.critic},
         "layout": {"horizon": lay.horizon, "slate_size": lay.slate_size, "dim": lay.dim,
                    "num_candidates": lay.num_candidates, "categories": list(world.candidates.categories)},
         "world": manifest["world"], "settings": asdict(settings), "mix": list(mix),
@@ -510,7 +675,12 @@ def _write_model(out: Path, algo, lay, world: World, manifest: dict, settings: I
 
 
 def plot_history(history: dict[str, Any], path: str | Path, references: dict[str, float] | None = None) -> None:
-    """Learning curves: evaluation return (with 95% CI) and losses against gradient steps, as an image."""
+    """Learning curves: evaluation return (with 95% CI, the untrained network at step 0) and the losses
+    (critic's TD loss, value function's expectile loss) against gradient steps, as an image.
+
+    ``references``: returns drawn as horizontal lines (default: the
+    history's ``references``, lmm, popular and bayes on the same users).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -525,8 +695,11 @@ def plot_history(history: dict[str, Any], path: str | Path, references: dict[str
         half = np.array([e["return_ci95"] for e in ev])
         ax1.plot(steps, mean, marker="o", label="iql")
         ax1.fill_between(steps, mean - half, mean + half, alpha=0.2)
-    for name, value in (references or {}).items():
-        ax1.axhline(value, linestyle="--", linewidth=1, label=name, color=None)
+    if references is None:
+        references = {k: v["return_mean"] for k, v in history.get("references", {}).items()}
+    styles = iter(["--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))])
+    for name, value in references.items():
+        ax1.axhline(value, linestyle=next(styles, "--"), linewidth=1.2, color="0.35", label=name)
     ax1.set_xlabel("gradient steps")
     ax1.set_ylabel("mean return (95% CI)")
     ax1.grid(alpha=0.3)
@@ -535,9 +708,11 @@ def plot_history(history: dict[str, Any], path: str | Path, references: dict[str
     losses = history["losses"]
     if losses:
         steps = [x["step"] for x in losses]
-        for key in ("critic_loss", "value_loss"):
+        labels = {"q_loss": "critic (TD)", "v_loss": "value (expectile)", "actor_loss": "actor",
+                  "belief_nll": "belief (-log-lik per history)"}
+        for key, label in labels.items():
             if key in losses[0]:
-                ax2.plot(steps, [x[key] for x in losses], label=key)
+                ax2.plot(steps, [x[key] for x in losses], label=label)
         ax2.set_yscale("log")
     ax2.set_xlabel("gradient steps")
     ax2.set_ylabel("loss")

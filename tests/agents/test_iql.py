@@ -57,8 +57,11 @@ def test_a_few_hundred_steps_learn_which_prompts_users_like(toy, users):
 
 def test_training_writes_history_curves_and_both_model_files(toy):
     root, history = toy
-    assert [e["step"] for e in history["evaluations"]] == [150, 300]
-    assert len(history["losses"]) == 3 and {"critic_loss", "v_loss"} <= set(history["losses"][0])
+    assert [e["step"] for e in history["evaluations"]] == [0, 150, 300]  # the untrained network first
+    assert len(history["losses"]) == 3 and {"critic_loss", "q_loss", "v_loss"} <= set(history["losses"][0])
+    refs = history["references"]
+    assert set(refs) == {"lmm", "popular", "bayes"}
+    assert refs["lmm"]["return_mean"] < refs["popular"]["return_mean"] < refs["bayes"]["return_mean"]
     model = root / "model"
     assert {p.name for p in model.iterdir()} == {"model.d3", "weights.pt", "model.json", "history.json", "curves.png",
                                                  ".pasta-run.json"}
@@ -129,8 +132,8 @@ def test_a_model_for_another_env_gets_a_clear_error(toy, tmp_path, users):
         IQLAgent.load(tmp_path / "missing", env.world, env.config)
     with pytest.raises(ValueError, match="agent 'iql' needs a model: write iql:PATH"):
         make_agent("iql", env.world, env.config)
-    with pytest.raises(ValueError, match="agent 'greedy' takes no model"):
-        make_agent("greedy:x", env.world, env.config)
+    with pytest.raises(ValueError, match="agent 'oracle' takes no model"):
+        make_agent("oracle:x", env.world, env.config)
 
 
 def test_an_interrupted_training_resumes_to_the_same_weights(toy, tmp_path, monkeypatch):
@@ -145,7 +148,7 @@ def test_an_interrupted_training_resumes_to_the_same_weights(toy, tmp_path, monk
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 6:  # the untrained network, lmm, popular, bayes, step 20; then step 40
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
@@ -155,7 +158,7 @@ def test_an_interrupted_training_resumes_to_the_same_weights(toy, tmp_path, monk
     assert (tmp_path / "resumed" / ".state" / "history.json").is_file()
     monkeypatch.setattr(iql, "evaluate_agent", real)
     history = train_iql(data, tmp_path / "resumed", settings, progress=False)
-    assert [e["step"] for e in history["evaluations"]] == [20, 40]
+    assert [e["step"] for e in history["evaluations"]] == [0, 20, 40]
     a = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "weights.pt", weights_only=True)
     for name in ("q_funcs", "value_func"):
@@ -193,6 +196,28 @@ def test_device_batches_train_exactly_as_d3rlpys_own_update(toy):
     assert ours.grad_step == theirs.grad_step == 5
     for a, b in zip(ours.impl.q_function.parameters(), theirs.impl.q_function.parameters()):
         assert torch.equal(a, b)
+
+
+def test_the_critic_only_step_updates_the_critic_as_d3rlpy_does(toy):
+    """Skipping the (unused) actor leaves the critics, their targets and the value function as d3rlpy's step does."""
+    import torch
+
+    from agents.offline.iql import _Sampler, update
+
+    settings = IQLSettings(batch_size=32, hidden=16, seed=2)
+    ours, theirs = make_iql(settings, 5, 4, 64), make_iql(settings, 5, 4, 64)
+    sampler = _Sampler([toy[0] / "data"], [1.0], 32, seed=0)
+    for _ in range(5):
+        batch = sampler.sample()
+        metrics = update(ours, batch, train_actor=False)
+        update(theirs, batch, train_actor=True)
+    assert set(metrics) == {"critic_loss", "q_loss", "v_loss"} and metrics["q_loss"].dim() == 0
+    for name in ("q_funcs", "targ_q_funcs", "value_func"):
+        for a, b in zip(getattr(ours.impl.modules, name).parameters(), getattr(theirs.impl.modules, name).parameters()):
+            assert torch.equal(a, b), name
+    # the actor is what differs: untouched in ours
+    assert not all(torch.equal(a, b) for a, b in zip(ours.impl.modules.policy.parameters(),
+                                                       theirs.impl.modules.policy.parameters()))
 
 
 def test_a_flipped_byte_in_the_weights_is_caught_at_load(toy, tmp_path, users):
