@@ -1,9 +1,10 @@
-"""Measurements: ``bench`` (speed of the env), ``bench-iql``, ``bench-dataset``, ``bench-ray``, ``bench-serve``,
-``bench-clip-turn`` and ``bench-user-model``; each prints tables and writes JSON."""
+"""Measurements: ``bench`` (speed of the env), ``bench-iql``, ``bench-iql-speed``, ``bench-dataset``,
+``bench-ray``, ``bench-serve``, ``bench-clip-turn`` and ``bench-user-model``; each prints tables and writes JSON."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from pasta_cli.common import (
@@ -34,18 +35,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_iql(args: argparse.Namespace) -> int:
-    """PASTA's agent against the baselines: IQL on lmm, lmm+epsilon, bayes and mixed data."""
+    """PASTA's agent against the baselines: IQL variants on behaviour data, and bayes on a user model fitted to it."""
     from benchmarks import iql
     from simulators.backends import check_torch_device
 
     check_torch_device(args.device)
-    unknown = [r for r in args.recipes.split(",") if r not in iql.RECIPES]
-    if unknown:
-        raise ValueError(f"unknown recipe {unknown[0]!r}; recipes: {', '.join(iql.RECIPES)}")
+    runs = iql.parse_runs(args.runs)
+    if args.prompts is not None and not Path(args.prompts).is_file():
+        raise ValueError(f"--prompts {args.prompts!r} is not a file (one prompt per line, or a CSV/TSV with a Prompt "
+                         "column)")
     positive(episodes=args.episodes, steps=args.steps, eval_episodes=args.eval_episodes, threads=args.threads)
     torch_threads(args.threads)
-    iql.run(args.out, args.episodes, args.steps, args.eval_episodes, args.eval_seed, tuple(args.recipes.split(",")),
-            args.hidden, args.batch_size, args.device, progress=not args.quiet)
+    iql.run(args.out, args.episodes, args.steps, args.eval_episodes, args.eval_seed, runs, args.hidden,
+            args.batch_size, args.device, progress=not args.quiet, prompts=args.prompts)
+    return 0
+
+
+def cmd_bench_iql_speed(args: argparse.Namespace) -> int:
+    """Gradient steps/s of IQL's update (d3rlpy's and the trainer's), by critic and batch size, with a profile."""
+    from benchmarks import iql_speed
+    from simulators.backends import check_torch_device
+
+    check_torch_device(args.device)
+    positive(steps=args.steps, threads=args.threads)
+    outputs(json=args.json)
+    if args.data is not None:
+        from pasta_env.datasets import read_manifest
+
+        read_manifest(args.data)  # a clear error for a folder that is not a dataset, before any work
+    torch_threads(args.threads)
+    iql_speed.run(args.data, args.device, args.steps, json_path=args.json, progress=not args.quiet)
     return 0
 
 
@@ -145,13 +164,18 @@ def _add_bench(sub: Any) -> None:
 def _add_bench_iql(sub: Any) -> None:
     """``pasta bench-iql``."""
     from agents.offline.settings import IQLSettings  # a plain dataclass: no torch, no d3rlpy
+    from benchmarks import iql as iql_bench  # tables of names: no torch, no d3rlpy
 
     iql = IQLSettings()
     bi = add_command(sub, "bench-iql", cmd_bench_iql)
     bi.add_argument("--out", default="results/iql", help="folder for datasets, models, tables and plots")
     bi.add_argument("--episodes", type=int, default=30000, help="episodes per behaviour dataset")
     bi.add_argument("--steps", type=int, default=iql.steps, help="gradient steps per model")
-    bi.add_argument("--recipes", default="lmm,lmm-eps10,bayes,lmm+bayes", help="behaviour-data recipes to train on")
+    bi.add_argument("--runs", default=",".join(iql_bench.DEFAULT_RUNS),
+                    help="models to train, RECIPE/VARIANT,... (recipes: " + ", ".join(iql_bench.RECIPES)
+                         + "; variants: " + ", ".join(iql_bench.VARIANTS) + ")")
+    bi.add_argument("--prompts", default=None,
+                    help="also evaluate every agent on users with the initial prompts of this file")
     bi.add_argument("--hidden", type=int, default=iql.hidden, help="width of the networks' hidden layers")
     bi.add_argument("--batch-size", type=int, default=iql.batch_size, help="transitions per gradient step")
     bi.add_argument("--eval-episodes", type=int, default=2000, help="users per agent in the final comparison")
@@ -218,6 +242,17 @@ def _add_bench_clip_turn(sub: Any) -> None:
     bc.add_argument("--json", default="results/clip_turn.json", help="write the figures as JSON to this file")
 
 
+def _add_bench_iql_speed(sub: Any) -> None:
+    """``pasta bench-iql-speed``."""
+    bs = add_command(sub, "bench-iql-speed", cmd_bench_iql_speed)
+    bs.add_argument("--data", default=None, help="a dataset folder (default: 2,000 lmm episodes made in a temp folder)")
+    bs.add_argument("--steps", type=int, default=200, help="timed gradient steps per configuration")
+    bs.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1...")
+    bs.add_argument("--threads", type=int, default=cpu_count(), help="torch CPU threads (one per core)")
+    bs.add_argument("--json", default="results/iql_speed.json", help="write the figures as JSON to this file")
+    bs.add_argument("--quiet", action="store_true", help="no progress output")
+
+
 def _add_bench_user_model(sub: Any) -> None:
     """``pasta bench-user-model``."""
     bu = add_command(sub, "bench-user-model", cmd_bench_user_model)
@@ -230,6 +265,7 @@ def register(sub: Any) -> None:
     """Add this group's commands to the ``pasta`` parser's subcommands."""
     for add in (_add_bench,
                 _add_bench_iql,
+                _add_bench_iql_speed,
                 _add_bench_dataset,
                 _add_bench_ray,
                 _add_bench_serve,
