@@ -393,25 +393,38 @@ def _progress(total: int, enabled: bool, where: str = ""):
     return tqdm(total=total, unit="ep", desc="evaluating" + where, leave=False)
 
 
-def plot_per_turn(result: EvaluationResult, path: str) -> None:
-    """Per-turn utility of every agent with 95% confidence bands, saved as an image."""
+def plot_per_turn(result: EvaluationResult, path: str, labels: dict[str, str] | None = None) -> None:
+    """Per-turn utility of every agent with 95% confidence bands, saved as an image.
+
+    ``labels``: shorter names for the legend (e.g. a model's path). With
+    more than eight agents the legend sits beside the plot.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    names = result.ranking()
+    many = len(names) > 8
+    fig, ax = plt.subplots(figsize=(9.6 if many else 6.4, 4.6 if many else 4.2))
+    colors = plt.get_cmap("tab20" if many else "tab10")
+    styles = ["-", "--", "-.", ":"]
     turns = np.arange(1, result.settings["horizon"] + 1)
-    for name in result.ranking():
+    for i, name in enumerate(names):
         s = result.agents[name].summary()
         mean, half = np.array(s["per_turn_utility_mean"]), np.array(s["per_turn_utility_ci95"])
-        ax.plot(turns, mean, marker="o", label=f"{name} ({s['return_mean']:.2f})")
-        ax.fill_between(turns, mean - half, mean + half, alpha=0.2)
+        label = (labels or {}).get(name, name)
+        ax.plot(turns, mean, marker="o", markersize=3, color=colors(i % colors.N), linestyle=styles[i // 10 % 4],
+                label=f"{label} ({s['return_mean']:.2f})")
+        ax.fill_between(turns, mean - half, mean + half, alpha=0.15, color=colors(i % colors.N))
     ax.set_xlabel("turn")
     ax.set_ylabel("mean reward of the turn")
     ax.set_xticks(turns)
     ax.set_title(f"PastaT2I-v0, {result.settings['episodes']} episodes per agent (95% CI)")
-    ax.legend(title="agent (mean return)", fontsize="small")
+    if many:
+        ax.legend(title="agent (mean return)", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(title="agent (mean return)", fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fmt = os.path.splitext(str(path))[1].lstrip(".") or "png"

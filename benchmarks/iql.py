@@ -178,7 +178,7 @@ def run(out: str = "results/iql", episodes: int = 30000, steps: int = 3000, eval
             mark = "" if c["significant"] else "  (within CI)"
             lines.append(f"  {c['a']} - {c['b']}: {c['mean_difference']:+.3f} ± {c['ci95']:.3f}{mark}")
         folder.mkdir(parents=True, exist_ok=True)
-        plot_per_turn(result, str(folder / "per_turn.png"))
+        plot_per_turn(result, str(folder / "per_turn.png"), labels=rename)
         if prompt_file is None:
             refs = {n: float(result.agents[n].returns.mean()) for n in ("lmm", "popular", "bayes", "oracle")}
     lines += ["", "training (gradient steps/s of the updates alone and with evaluations; seconds to the reported "
