@@ -17,6 +17,13 @@ def cmd_train_iql(args: argparse.Namespace) -> int:
     positive(steps=args.steps, batch_size=args.batch_size, eval_episodes=args.eval_episodes, threads=args.threads)
     if args.belief_types < 0:
         raise ValueError(f"--belief-types must be >= 0, got {args.belief_types}")
+    if args.belief_loss < 0 or args.belief_lr <= 0:
+        raise ValueError(f"--belief-loss must be >= 0 and --belief-lr positive, got {args.belief_loss} and "
+                         f"{args.belief_lr}")
+    if args.critic == "mixture" and not (args.belief_types or args.user_model):
+        raise ValueError("--critic mixture needs a belief over user types: give --user-model MODEL (fitted to the "
+                         "data by `pasta train-user-model --data`) or --belief-types K (learned from scratch; add "
+                         "--belief-loss 1 --belief-lr 0.03)")
     if args.user_model is not None and not Path(args.user_model).is_file():
         raise ValueError(f"--user-model {args.user_model!r} is not a file; fit one to the training data with `pasta "
                          "train-user-model --data DATASET --out MODEL.npz`")
