@@ -176,16 +176,22 @@ def test_evaluate_compares_a_trained_model_with_the_baselines(toy):
     assert result.agents[model].returns.mean() > result.agents["random"].returns.mean()
 
 
+def _twins(toy):
+    """Two IQLs initialised alike and a batch sampler over the toy data."""
+    from agents.offline.iql import _Sampler
+
+    settings = IQLSettings(batch_size=32, hidden=16, seed=2)
+    return make_iql(settings, 5, 4, 64), make_iql(settings, 5, 4, 64), _Sampler([toy[0] / "data"], [1.0], 32, seed=0)
+
+
 def test_device_batches_train_exactly_as_d3rlpys_own_update(toy):
     """The sampler's on-device batches and d3rlpy's ``algo.update`` on the same numpy batch: same weights."""
     import d3rlpy
     import torch
 
-    from agents.offline.iql import _Sampler, update
+    from agents.offline.iql import update
 
-    settings = IQLSettings(batch_size=32, hidden=16, seed=2)
-    ours, theirs = make_iql(settings, 5, 4, 64), make_iql(settings, 5, 4, 64)
-    sampler = _Sampler([toy[0] / "data"], [1.0], 32, seed=0)
+    ours, theirs, sampler = _twins(toy)
     for _ in range(5):
         batch = sampler.sample()
         update(ours, batch)
@@ -202,11 +208,9 @@ def test_the_critic_only_step_updates_the_critic_as_d3rlpy_does(toy):
     """Skipping the (unused) actor leaves the critics, their targets and the value function as d3rlpy's step does."""
     import torch
 
-    from agents.offline.iql import _Sampler, update
+    from agents.offline.iql import update
 
-    settings = IQLSettings(batch_size=32, hidden=16, seed=2)
-    ours, theirs = make_iql(settings, 5, 4, 64), make_iql(settings, 5, 4, 64)
-    sampler = _Sampler([toy[0] / "data"], [1.0], 32, seed=0)
+    ours, theirs, sampler = _twins(toy)
     for _ in range(5):
         batch = sampler.sample()
         metrics = update(ours, batch, train_actor=False)
