@@ -2,10 +2,13 @@
 
 ``pasta human-eval-report DIR [--json F] [--plot F]`` reads the turns the
 app recorded and gives, per agent and turn, the share of each answer with a
-95% confidence interval, the same over all turns, and the paired difference
-of the Better share between every two agents: per rater, the share of
-Better answers under each agent, differenced over the raters who met both
-(the blind mode hands agents out at random, so most raters meet several).
+95% Wilson score interval (it holds at small counts and at 0% or 100%), the
+same over all turns, and the paired difference of the Better share between
+every two agents: per rater, the share of Better answers under each agent,
+differenced over the raters who met both (the blind mode hands agents out
+at random, so most raters meet several), with Student's t interval over
+those raters; fewer than :data:`MIN_RATERS` raters give the difference
+without an interval ("too few raters"), never a ``± 0`` or ``nan``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from typing import Any
 import numpy as np
 
 from pasta_app.records import ANSWERS, CHOICES, read_jsonl
-from pasta_env.stats import ci95
+from pasta_env.stats import t_ci95, wilson_interval
+
+#: Raters who met both agents below which a paired difference gets no interval.
+MIN_RATERS = 3
 
 
 def report(folder: str | os.PathLike) -> dict[str, Any]:
@@ -53,20 +59,20 @@ def report(folder: str | os.PathLike) -> dict[str, Any]:
     for a, b in combinations(sorted(agents, key=lambda n: -out["agents"][n]["all_turns"]["Better"]), 2):
         diff = np.array([better[r, a] - better[r, b] for r in sorted(raters) if (r, a) in better and (r, b) in better])
         out["paired_better"].append({"a": a, "b": b, "raters": int(len(diff)),
-                                     "difference": float(diff.mean()) if len(diff) else float("nan"),
-                                     "ci95": ci95(diff) if len(diff) > 1 else float("nan")})
+                                     "difference": float(diff.mean()) if len(diff) else None,
+                                     "ci95": t_ci95(diff) if len(diff) >= MIN_RATERS else None})
     out["ranking"] = sorted(agents, key=lambda n: -out["agents"][n]["all_turns"]["Better"])
     return out
 
 
 def _shares(answers: list[str]) -> dict[str, Any]:
-    """Share of each answer and its 95% CI half-width (normal approximation), and the count."""
+    """Share of each answer with its 95% Wilson interval (``A_low``, ``A_high``), and the count ``n``."""
     n = len(answers)
     out: dict[str, Any] = {"n": n}
     for a in ANSWERS:
-        hits = np.array([x == a for x in answers], float)
-        out[a] = float(hits.mean()) if n else float("nan")
-        out[f"{a}_ci95"] = ci95(hits) if n > 1 else float("nan")
+        hits = sum(x == a for x in answers)
+        low, high = wilson_interval(hits, n)
+        out[a], out[f"{a}_low"], out[f"{a}_high"] = (hits / n, low, high) if n else (None, None, None)
     return out
 
 
@@ -74,25 +80,34 @@ def markdown(rep: dict[str, Any]) -> str:
     """The report as markdown tables (percentages)."""
     turns = sorted({t for s in rep["agents"].values() for t in s["per_turn"]}, key=int)
     head = ["agent", "answers", "Better", "Same", "Worse"] + [f"Better, turn {t}" for t in turns]
-    lines = [f"{rep['answers']} answers in {rep['folder']}; percentages with 95% CI", "",
+    lines = [f"{rep['answers']} answers in {rep['folder']}; percentages with 95% Wilson intervals, n answers", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in rep["ranking"]:
         s = rep["agents"][name]
         cells = [name, str(s["all_turns"]["n"])] + [_pct(s["all_turns"], a) for a in ANSWERS]
-        cells += [_pct(s["per_turn"][t], "Better") if t in s["per_turn"] and s["per_turn"][t]["n"] else ""
-                  for t in turns]
+        cells += [_pct(s["per_turn"][t], "Better") + f" (n={s['per_turn'][t]['n']})"
+                  if t in s["per_turn"] and s["per_turn"][t]["n"] else "no answers" for t in turns]
         lines.append("| " + " | ".join(cells) + " |")
     if rep["paired_better"]:
-        lines += ["", "| paired difference of Better (same raters) | raters | difference (95% CI) |", "|---|---|---|"]
+        lines += ["", "| paired difference of Better (same raters) | raters | difference (95% CI, t over raters) |",
+                  "|---|---|---|"]
         for p in rep["paired_better"]:
-            lines.append(f"| {p['a']} - {p['b']} | {p['raters']} | "
-                         f"{100 * p['difference']:+.1f} ± {100 * p['ci95']:.1f} pp |")
+            if p["difference"] is None:
+                value = "no rater met both"
+            elif p["ci95"] is None:
+                value = (f"{100 * p['difference']:+.1f} pp (too few raters for an interval: "
+                         f"{p['raters']} < {MIN_RATERS})")
+            else:
+                value = f"{100 * p['difference']:+.1f} ± {100 * p['ci95']:.1f} pp"
+            lines.append(f"| {p['a']} - {p['b']} | {p['raters']} | {value} |")
     return "\n".join(lines)
 
 
 def _pct(shares: dict[str, Any], answer: str) -> str:
-    half = shares[f"{answer}_ci95"]
-    return f"{100 * shares[answer]:.1f}%" + ("" if half != half else f" ± {100 * half:.1f}")
+    if not shares["n"]:
+        return "no answers"
+    return (f"{100 * shares[answer]:.1f}% ({100 * shares[f'{answer}_low']:.1f}-"
+            f"{100 * shares[f'{answer}_high']:.1f})")
 
 
 def plot(rep: dict[str, Any], path: str | os.PathLike) -> None:
@@ -106,25 +121,31 @@ def plot(rep: dict[str, Any], path: str | os.PathLike) -> None:
 
     agents = rep["ranking"]
     turns = sorted({t for s in rep["agents"].values() for t in s["per_turn"]}, key=int)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(agents) * len(turns)), 4.0))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(agents) * len(turns)), 4.6))
     colours = {"Better": "#4c9a5a", "Same": "#c9c3b3", "Worse": "#c0504d"}
     width = 0.8 / len(agents)
     for i, agent in enumerate(agents):
         x = np.arange(len(turns)) + i * width
         bottom = np.zeros(len(turns))
         for a in ANSWERS:
-            share = np.array([rep["agents"][agent]["per_turn"].get(t, {}).get(a, 0.0) for t in turns])
+            share = np.array([rep["agents"][agent]["per_turn"].get(t, {}).get(a) or 0.0 for t in turns])
             ax.bar(x, share, width * 0.95, bottom=bottom, color=colours[a], label=a if i == 0 else None,
                    edgecolor="white")
-            bottom += np.nan_to_num(share)
-        for xi in x:
-            ax.text(xi, 1.02, agent, ha="center", va="bottom", fontsize=7, rotation=90)
+            bottom += np.nan_to_num(np.asarray(share, float))
+        cells = [rep["agents"][agent]["per_turn"].get(t, {}) for t in turns]
+        better = np.array([c.get("Better") if c.get("n") else np.nan for c in cells], float)
+        low = np.array([c.get("Better_low") if c.get("n") else np.nan for c in cells], float)
+        high = np.array([c.get("Better_high") if c.get("n") else np.nan for c in cells], float)
+        ax.errorbar(x, better, yerr=[better - low, high - better], fmt="none", ecolor="black", elinewidth=1,
+                    capsize=3, label="Better, 95% Wilson interval" if i == 0 else None)
+        for xi, c in zip(x, cells):
+            ax.text(xi, 1.02, f"{agent} (n={c.get('n', 0)})", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks(np.arange(len(turns)) + 0.4 - width / 2)
     ax.set_xticklabels([f"turn {t}" for t in turns])
-    ax.set_ylim(0, 1.35)
+    ax.set_ylim(0, 1.5)
     ax.set_ylabel("share of answers")
     ax.set_title("Compared with the last turn, the new images are ...")
-    ax.legend(loc="upper right", fontsize="small", ncol=3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize="small", ncol=4, frameon=False)
     fig.tight_layout()
     fmt = os.path.splitext(str(path))[1].lstrip(".") or "png"
     with atomic_path(path) as tmp:
