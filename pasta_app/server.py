@@ -16,7 +16,10 @@ Every page but ``/healthz`` and ``/join`` needs a token (the cookie, or
 from people is HTML-escaped wherever it is shown, and the Content-Security-
 Policy forbids scripts. Request bodies are bounded (:data:`MAX_BODY`, and a
 body without a declared length is refused), and so is each client's request
-rate (:class:`RateLimit`). Needs ``pip install 'pasta-t2i[serve]'``.
+rate (:class:`RateLimit`). A POST from another site is refused
+(:func:`cross_site`: its ``Sec-Fetch-Site`` or ``Origin`` says so), so a
+form elsewhere cannot act under a rater's cookie. Needs
+``pip install 'pasta-t2i[serve]'``.
 """
 
 from __future__ import annotations
@@ -101,6 +104,10 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
                 return PlainTextResponse("a request body needs a Content-Length", status_code=411)
             if int(length) > MAX_BODY:
                 return PlainTextResponse(f"request body over {MAX_BODY} bytes", status_code=413)
+            if cross_site(request.headers, request.url.scheme):
+                return HTMLResponse(_page("Refused", "<p>This form was sent from another site, so nothing was "
+                                                     "recorded. Open the app from your invite link and use its own "
+                                                     "pages.</p>"), status_code=403)
         path = request.url.path
         try:
             request.state.rater = folder.who(_token(request))  # resolved once per request; the routes read it
@@ -212,6 +219,27 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
 
 class _Denied(Exception):
     """No valid token."""
+
+
+def cross_site(headers, scheme: str) -> bool:
+    """Whether a request's headers say it comes from another site.
+
+    Browsers send ``Sec-Fetch-Site`` (anything but ``same-origin`` or
+    ``none``, a typed address, is refused) and ``Origin`` on form posts (it
+    must be this app's own ``scheme://host``; under the app's
+    ``Referrer-Policy: no-referrer`` browsers send ``null``, which leaves the
+    decision to ``Sec-Fetch-Site``). A request with neither (a
+    script or an old browser) is not refused: the cookie's
+    ``SameSite=Strict`` already keeps it from cross-site forms.
+    """
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = headers.get("origin")
+    if origin is None or origin == "null":  # "null": the app's no-referrer policy hides it; Sec-Fetch-Site decided
+        return False
+    host = headers.get("host", "")
+    return origin.rstrip("/").lower() != f"{scheme}://{host}".lower()
 
 
 def _token(request) -> str | None:

@@ -225,3 +225,24 @@ def test_ctrl_c_stops_the_server_cleanly_with_status_130(tmp_path):
     err = srv.proc.stderr.read() if srv.proc.stderr else ""
     assert srv.proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
+
+
+def test_posts_from_another_site_are_refused_and_record_nothing(server):
+    """A form elsewhere carrying the rater's cookie (Origin or Sec-Fetch-Site say so) gets 403; the app's own
+    pages (same origin, or a client that sends neither) go through."""
+    from pasta_app.server import cross_site
+
+    rater = Rater(server, server.links["rater-0005"])
+    sid = rater.start("a lighthouse at dusk")
+    own = server.base.rstrip("/")
+    for headers in ({"Origin": "http://evil.example"}, {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+                    {"Origin": own.replace("127.0.0.1", "localhost") + "1"},
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
+        r = rater.http.post(f"/s/{sid}/choose", data={"column": "0"}, headers=headers)
+        assert r.status_code == 403 and "nothing was recorded" in r.text, headers
+        assert rater.http.post("/sessions", data={"prompt": "planted"}, headers=headers).status_code == 403
+    assert 'Turn 1 of 5' in rater.page(sid)  # nothing moved
+    r = rater.http.post(f"/s/{sid}/choose", data={"column": "0"},
+                        headers={"Origin": own, "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 303 and 'Turn 2 of 5' in rater.page(sid)
+    assert not cross_site({"host": "a:1"}, "http") and not cross_site({"sec-fetch-site": "none"}, "http")
