@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -93,13 +92,12 @@ class TypeBelief(nn.Module):
 
     def log_joint(self, request, slate_images, choices, rewards, rated, mask) -> torch.Tensor:
         """``(B, K)``: ``log P(type k) + log P(the history's choices and rewards | type k)``."""
+        from simulators.users.em import slate_log_likelihoods
+
         util = self.utilities(request, slate_images)  # (B, H, L, K)
-        tau = self.users.log_tau.exp()
-        z = tau * util
-        chosen = choices.long().clamp(0, util.shape[2] - 1)[..., None, None].expand(-1, -1, 1, util.shape[3])
-        loglik = (z.gather(2, chosen)[:, :, 0] - torch.logsumexp(z, dim=2))  # (B, H, K)
-        g = tau * rewards[..., None] - torch.logsumexp(z, dim=2) + float(np.euler_gamma)
-        loglik = loglik + rated[..., None] * (self.users.log_tau - g - torch.exp(-g.clamp(min=-50.0)))
+        chosen = choices.long().clamp(0, util.shape[2] - 1)  # unplayed turns hold -1; the mask drops them
+        choice, reward = slate_log_likelihoods(self.users.log_tau, util, chosen, rewards)
+        loglik = choice + rated[..., None] * reward  # (B, H, K)
         return self.users.log_prior + (loglik * mask[..., None]).sum(dim=1)
 
 

@@ -205,15 +205,35 @@ def record_loglik(model: TorchUserModel, tensors: _Tensors, kind: str, rec: dict
         return config.rating_weight * (ll - math.log(config.rating_noise * math.sqrt(2 * math.pi)))
     p = P[rec["request"]][:, None, None, :]  # (n, 1, 1, d): the session's request, for every column
     util = model.aggregate(model.scores(p, I[rec["image"]]), dim=2)  # (n, L, K)
-    tau = model.log_tau.exp()
-    logp = torch.log_softmax(tau * util, dim=1)
-    chosen = rec["chosen"][:, None, None].expand(-1, 1, logp.shape[2])
-    ll = config.choice_weight * logp.gather(1, chosen)[:, 0, :]
-    if "reward" in rec and config.reward_weight > 0:  # the experienced reward: Gumbel(IV - gamma/tau, 1/tau)
-        inclusive = torch.logsumexp(tau * util, dim=1) / tau  # (n, K)
-        z = tau * (rec["reward"][:, None] - inclusive) + np.euler_gamma
-        ll = ll + config.reward_weight * (model.log_tau - z - torch.exp(-z.clamp(min=-50.0)))
-    return ll
+    rewarded = "reward" in rec and config.reward_weight > 0
+    choice, reward = slate_log_likelihoods(model.log_tau, util, rec["chosen"], rec["reward"] if rewarded else None)
+    ll = config.choice_weight * choice
+    return ll if reward is None else ll + config.reward_weight * reward
+
+
+def slate_log_likelihoods(log_tau: torch.Tensor, util: torch.Tensor, chosen: torch.Tensor,
+                          reward: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each type's log-likelihood of a slate's choice and, if given, of its experienced reward.
+
+    Args:
+        log_tau: ``log tau`` of the choice softmax.
+        util: ``(..., L, K)`` each type's utility of the shown columns.
+        chosen: ``(...)`` the chosen columns.
+        reward: ``(...)`` the rewards, or ``None``.
+
+    Returns:
+        ``(choice, reward)``, each ``(..., K)`` (``reward`` ``None`` without
+        rewards): ``log softmax(tau u)[chosen]``, and the reward's Gumbel log
+        density with location ``IV - gamma / tau`` and scale ``1 / tau``
+        (``IV`` the columns' inclusive value; :mod:`pasta_env.rewards`).
+    """
+    z = log_tau.exp() * util
+    index = chosen.long()[..., None, None].expand(*chosen.shape, 1, util.shape[-1])
+    choice = torch.log_softmax(z, dim=-2).gather(-2, index)[..., 0, :]
+    if reward is None:
+        return choice, None
+    g = log_tau.exp() * reward[..., None] - torch.logsumexp(z, dim=-2) + float(np.euler_gamma)
+    return choice, log_tau - g - torch.exp(-g.clamp(min=-50.0))
 
 
 def user_loglik(model, tensors, records_by_kind, local_user, num_users, config) -> torch.Tensor:
