@@ -446,27 +446,26 @@ def update(algo, batch, train_actor: bool = True, belief_loss: float = 0.0) -> d
     :class:`~agents.offline.settings.IQLSettings`) to the critic's loss.
     """
     impl = algo.impl
-    if belief_loss > 0:
+    if train_actor and belief_loss <= 0:
+        metrics = impl.update(batch, algo.grad_step)
+    else:
         modules = impl.modules
-        modules.critic_optim.zero_grad()
-        loss = impl.compute_critic_loss(batch, impl.compute_target(batch))
-        encoders = [q.encoder.history for q in modules.q_funcs] + [modules.value_func._encoder]
-        nll = -torch.stack([e.history_log_likelihood(batch.next_observations).mean() for e in encoders]).mean()
-        (loss.critic_loss + belief_loss * nll).backward()
+        extra: dict[str, torch.Tensor] = {}
+        if belief_loss > 0:
+            modules.critic_optim.zero_grad()
+            loss = impl.compute_critic_loss(batch, impl.compute_target(batch))
+            encoders = [q.encoder.history for q in modules.q_funcs] + [modules.value_func._encoder]
+            nll = -torch.stack([e.history_log_likelihood(batch.next_observations).mean() for e in encoders]).mean()
+            (loss.critic_loss + belief_loss * nll).backward()
+            extra["belief_nll"] = nll.detach()
+        else:
+            loss = impl._compute_critic_grad(batch)  # d3rlpy's own (CUDA-graphed under compile_graph)
         modules.critic_optim.step()
         if train_actor:
             impl.update_actor(batch)
         impl.update_critic_target()
         metrics = {"critic_loss": loss.critic_loss.detach(), "q_loss": loss.q_loss.detach(),
-                   "v_loss": loss.v_loss.detach(), "belief_nll": nll.detach()}
-    elif train_actor:
-        metrics = impl.update(batch, algo.grad_step)
-    else:
-        loss = impl._compute_critic_grad(batch)  # d3rlpy's own (CUDA-graphed under compile_graph)
-        impl.modules.critic_optim.step()
-        impl.update_critic_target()
-        metrics = {"critic_loss": loss.critic_loss.detach(), "q_loss": loss.q_loss.detach(),
-                   "v_loss": loss.v_loss.detach()}
+                   "v_loss": loss.v_loss.detach(), **extra}
     algo.set_grad_step(algo.grad_step + 1)
     return metrics
 
