@@ -44,8 +44,8 @@ def pipeline(folder: Path, agents: list[str], raters: int, sessions: int, seed: 
     from pasta_env.worlds import make_world
 
     world = make_world("synthetic")
-    srv = Server(folder, "--raters", str(raters), "--agents", ",".join(agents), "--rate", "1000",
-                 "--seed", str(seed), command=serve)
+    srv = Server(folder, "--agents", ",".join(agents), "--rate", "1000",
+                 "--seed", str(seed), command=serve, raters=raters)
     t0 = time.perf_counter()
     log: list = []
     try:
@@ -73,8 +73,8 @@ def load(folder: Path, concurrent: int, seconds: float, agents: list[str], serve
 
     world = make_world("synthetic")
     # --rate 1000: the server is measured here, not its per-rater limit
-    srv = Server(folder, "--raters", str(concurrent), "--agents", ",".join(agents), "--rate", "1000",
-                 command=serve)
+    srv = Server(folder, "--agents", ",".join(agents), "--rate", "1000",
+                 command=serve, raters=concurrent)
     try:
         run = crowd(srv, world, [f"rater-{i + 1:04d}" for i in range(concurrent)], seconds, REQUESTS)
     finally:

@@ -4,7 +4,10 @@ Layout (a preference-data folder, :mod:`simulators.preferences.data`, plus
 the app's own files)::
 
     DIR/
-      access.json       SHA-256 of the admin token and of each rater's invite token
+      access.json       SHA-256 of each rater's invite token (an empty one: revoked), the
+                        admin token (kept so the admin link can be printed again) and the
+                        key of the app's turn tokens and completion codes; readable by its
+                        owner only, never exported
       sessions.jsonl    {"session", "rater", "agent", "seed", "prompt", "world", "created"} per session
       choices.jsonl     one record per turn: the preference format's choice fields
                         (user_id = rater, trajectory_id = session, turn, initial_prompt,
@@ -24,9 +27,11 @@ and embeddings files no line refers to are ignored.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -38,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from simulators.atomic import atomic_path, dumps, write_json
+from simulators.atomic import atomic_path, dumps
 from simulators.errors import PastaError
 from simulators.files import FileFormatError
 
@@ -76,7 +81,7 @@ class DataFolder:
     # Access ---------------------------------------------------------------------------------------
 
     def access(self) -> dict[str, Any]:
-        """``{"admin": hash, "raters": {rater: hash}}`` (empty if no tokens were made yet).
+        """``{"admin": hash, "admin_token", "key", "raters": {rater: hash}}`` (empty if no tokens were made yet).
 
         Read again only when the file changes (every request asks).
         """
@@ -94,32 +99,78 @@ class DataFolder:
             except (OSError, ValueError) as exc:
                 if self._access is None:
                     raise FileFormatError(f"{path}: damaged ({exc}); restore it, or delete it and make new "
-                                          "invites with pasta serve --raters N") from exc
+                                          "invites with pasta serve invite --data DIR --raters N") from exc
                 warnings.warn(f"{path} is damaged ({exc}); the tokens read before it changed still apply",
                               RuntimeWarning, stacklevel=2)
                 return self._access[1]  # keep the last good table; try again when the file changes
             self._access = (stamp, table)
         return self._access[1]
 
-    def add_raters(self, count: int, admin: bool = False) -> dict[str, str]:
-        """Make ``count`` rater invite tokens (and the admin token if ``admin`` or none exists yet).
-
-        Returns:
-            The new tokens in clear, ``{rater id or "admin": token}``; only their hashes are stored.
-        """
+    def _change_access(self, change) -> Any:
+        """Apply ``change(table)`` to a copy of the access table, write it (owner-only), return what it returns."""
         with self.lock:
             access = json.loads(json.dumps(self.access()))  # a copy: the cached one is not changed in place
+            if not access.get("admin_token"):  # the admin token and the key exist from the first change on
+                access["admin_token"] = secrets.token_urlsafe(24)
+                access["admin"] = token_hash(access["admin_token"])
+            access.setdefault("key", secrets.token_hex(32))
+            out = change(access)
+            _write_private(self.root / ACCESS, access)
+            self._access = None
+            return out
+
+    def add_raters(self, count: int) -> dict[str, str]:
+        """Make ``count`` rater invite tokens (and the admin token and the key, if not made yet).
+
+        Returns:
+            The new raters' tokens in clear, ``{rater id: token}``; only their hashes are stored.
+        """
+        if count < 0:
+            raise ValueError(f"the number of raters must be >= 0, got {count}")
+
+        def add(access: dict[str, Any]) -> dict[str, str]:
             new: dict[str, str] = {}
-            if admin or not access.get("admin"):
-                new["admin"] = secrets.token_urlsafe(24)
-                access["admin"] = token_hash(new["admin"])
-            start = len(access["raters"])
+            start = len(access["raters"])  # revoked raters keep their entry, so ids are never reused
             for i in range(count):
                 rater = f"rater-{start + i + 1:04d}"
                 new[rater] = secrets.token_urlsafe(24)
                 access["raters"][rater] = token_hash(new[rater])
-            write_json(self.root / ACCESS, access)
             return new
+
+        return self._change_access(add)
+
+    def revoke(self, rater: str) -> None:
+        """Invalidate ``rater``'s invite (their records stay; the id is not reused).
+
+        Raises:
+            KeyError: No such rater.
+        """
+
+        def drop(access: dict[str, Any]) -> None:
+            if rater not in access["raters"]:
+                raise KeyError(f"no rater {rater!r}")
+            access["raters"][rater] = ""
+
+        self._change_access(drop)
+
+    def admin_token(self) -> str:
+        """The admin's token in clear (made with the key on first use)."""
+        token = self.access().get("admin_token")
+        return token if token else self._change_access(lambda access: access["admin_token"])
+
+    def key(self) -> bytes:
+        """The folder's secret key (turn tokens and completion codes are made with it)."""
+        key = self.access().get("key")
+        return bytes.fromhex(key if key else self._change_access(lambda access: access["key"]))
+
+    def mac(self, *parts: object, length: int = 16) -> str:
+        """A keyed digest of ``parts``: ``length`` base-32 characters, the same across restarts."""
+        digest = hmac.new(self.key(), "\x1f".join(map(str, parts)).encode("utf-8"), hashlib.sha256).digest()
+        return base64.b32encode(digest).decode("ascii")[:length]
+
+    def raters(self) -> dict[str, bool]:
+        """Every rater ever invited, and whether their invite still opens the app."""
+        return {rater: bool(stored) for rater, stored in self.access()["raters"].items()}
 
     def who(self, token: str | None) -> str | None:
         """The rater id a token opens, ``"admin"`` for the admin token, or ``None``."""
@@ -130,7 +181,7 @@ class DataFolder:
         if access.get("admin") and secrets.compare_digest(h, access["admin"]):
             return "admin"
         for rater, stored in access["raters"].items():
-            if secrets.compare_digest(h, stored):
+            if stored and secrets.compare_digest(h, stored):
                 return rater
         return None
 
@@ -159,8 +210,8 @@ class DataFolder:
         """Every turn record, in order."""
         return read_jsonl(self.root / CHOICES)
 
-    def export(self) -> bytes:
-        """The records and embeddings as a zip archive (for the admin)."""
+    def export(self, extra: dict[str, str] | None = None) -> bytes:
+        """The records and embeddings as a zip archive (for the admin), with ``extra`` files ``{name: text}``."""
         import io
         import zipfile
 
@@ -169,7 +220,29 @@ class DataFolder:
             for path in sorted(self.root.rglob("*")):
                 if path.is_file() and path.name != ACCESS and not path.name.endswith(".tmp"):
                     zf.write(path, path.relative_to(self.root).as_posix())
+            for name, text in (extra or {}).items():
+                zf.writestr(name, text)
         return buf.getvalue()
+
+
+def _write_private(path: Path, table: dict[str, Any]) -> None:
+    """Write ``table`` as JSON to ``path`` through a temporary file readable by its owner only, then rename."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(table, indent=1))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise RecordError(f"{path}: could not be written ({exc.strerror or exc}); the invites are as "
+                              "before: free some space and try again") from exc
+        raise
 
 
 def now() -> float:

@@ -84,8 +84,8 @@ def markdown(rep: dict[str, Any]) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in rep["ranking"]:
         s = rep["agents"][name]
-        cells = [name, str(s["all_turns"]["n"])] + [_pct(s["all_turns"], a) for a in ANSWERS]
-        cells += [_pct(s["per_turn"][t], "Better") + f" (n={s['per_turn'][t]['n']})"
+        cells = [name, str(s["all_turns"]["n"])] + [pct(s["all_turns"], a) for a in ANSWERS]
+        cells += [pct(s["per_turn"][t], "Better") + f" (n={s['per_turn'][t]['n']})"
                   if t in s["per_turn"] and s["per_turn"][t]["n"] else "no answers" for t in turns]
         lines.append("| " + " | ".join(cells) + " |")
     if rep["paired_better"]:
@@ -103,7 +103,8 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pct(shares: dict[str, Any], answer: str) -> str:
+def pct(shares: dict[str, Any], answer: str) -> str:
+    """An answer's share as ``61.7% (54.6-68.3)``: the percentage and its 95% Wilson interval."""
     if not shares["n"]:
         return "no answers"
     return (f"{100 * shares[answer]:.1f}% ({100 * shares[f'{answer}_low']:.1f}-"

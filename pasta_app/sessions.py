@@ -1,4 +1,4 @@
-"""Rater sessions: an env and an agent per session, each turn recorded, sessions rebuilt after a restart.
+"""Rater sessions: an env and an agent per session, each turn recorded, sessions rebuilt when next used.
 
 A session is one episode of ``PastaT2I-v0`` whose initial prompt is the
 rater's request and whose choices are the rater's: the agent proposes a
@@ -6,9 +6,19 @@ slate, the env shows it (:meth:`pasta_env.PastaT2IEnv.show`: images
 rendered, nothing chosen), the rater picks a column (and, from turn 2 on,
 answers Better / Same / Worse), and the env goes on from the chosen prompt
 (:meth:`~pasta_env.PastaT2IEnv.choose`). The env and the agent are
-deterministic given the session's seed and the rater's choices, so a
-restarted server rebuilds an unfinished session by replaying its recorded
-turns, and checks that it shows the slates it showed before.
+deterministic given the session's seed and the rater's choices, so an
+unfinished session is rebuilt by replaying its recorded turns (and checking
+that it shows the slates it showed before) the first time it is used after
+a restart: a restart reads the records and nothing more, whatever the
+history.
+
+Each shown slate carries a turn token (a keyed digest of the session and
+the turn, the same across restarts): a choice whose token is not the shown
+slate's (a form sent twice, an old tab) is refused and records nothing.
+Sessions are bounded: a rater has at most one open session per agent (a
+new request while one is open resumes it), at most ``max_per_rater``
+sessions in all, the server at most ``max_open`` open sessions, and a
+session with no choice for ``expire_hours`` expires.
 """
 
 from __future__ import annotations
@@ -34,9 +44,33 @@ class SessionError(PastaError, ValueError):
     """A request the session cannot take (unknown session, bad column or answer, finished)."""
 
 
+class StaleTurn(SessionError):
+    """A choice made on a slate that is not the one shown now (a form sent twice, an old tab)."""
+
+
+class SessionLimit(SessionError):
+    """A new session the caps do not allow (the rater's or the server's)."""
+
+
+@dataclass
+class Entry:
+    """What is known of a session without building it: from the records, kept up to date."""
+
+    rater: str
+    agent: str
+    prompt: str
+    turns: int
+    horizon: int
+    last: float  # time of the last slate shown (the session's start or its last choice)
+
+    @property
+    def finished(self) -> bool:
+        return self.turns >= self.horizon
+
+
 @dataclass
 class Session:
-    """One rater's episode."""
+    """One rater's episode, built: its env and agent at the shown slate."""
 
     id: str
     rater: str
@@ -50,6 +84,10 @@ class Session:
     turn: int = 0
     slate: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     shown_at: float = 0.0
+    #: The shown slate's one-time token: a choice must carry it.
+    token: str = ""
+    #: The last turn's chosen prompt and its ``(M, h, w, 3)`` images (worlds with pixels), for the page.
+    previous: tuple[str, np.ndarray | None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: The shown slate's images encoded for the page, with the turn they belong to (encoded once per turn).
     encoded: tuple[int, list[list[str]]] | None = None
@@ -85,7 +123,7 @@ def clean_prompt(text: str) -> str:
 
 
 class Sessions:
-    """The server's sessions: made, stepped, recorded, and rebuilt after a restart.
+    """The server's sessions: made, stepped, recorded, bounded, and rebuilt when next used.
 
     Args:
         folder: The data folder.
@@ -96,30 +134,45 @@ class Sessions:
         horizon: Turns per session.
         seed: Seeds the agent assignment and the sessions' episode seeds (a
             reproducible study); ``None``: drawn from the OS's randomness.
+        max_open: Open (unfinished, unexpired) sessions the server holds at most.
+        max_per_rater: Sessions a rater may start in all.
+        expire_hours: Hours without a choice after which an open session expires.
+        idle_minutes: Minutes without a request after which a built session's
+            env is let go (it is rebuilt from its records when next used).
     """
 
     def __init__(self, folder: DataFolder, agents: list[str], world: str = "synthetic",
-                 world_options: dict[str, Any] | None = None, horizon: int = 5, seed: int | None = None):
+                 world_options: dict[str, Any] | None = None, horizon: int = 5, seed: int | None = None,
+                 max_open: int = 1000, max_per_rater: int = 100, expire_hours: float = 24.0,
+                 idle_minutes: float = 30.0):
         from agents import check_agent_spec
 
         for spec in agents:
             check_agent_spec(spec)
         if not agents:
             raise ValueError("give at least one agent")
+        if max_open < 1 or max_per_rater < 1 or not expire_hours > 0 or not idle_minutes > 0:
+            raise ValueError("the session caps must be >= 1 and the expiry and idle times positive")
         self.folder, self.agents, self.world_name = folder, list(agents), world
         self.world_options, self.horizon = dict(world_options or {}), horizon
+        self.max_open, self.max_per_rater = max_open, max_per_rater
+        self.expire_s, self.idle_s = expire_hours * 3600.0, idle_minutes * 60.0
+        #: Every session, light: id -> :class:`Entry` (read from the records at start).
+        self.index: dict[str, Entry] = {}
+        #: Built sessions (their envs and agents): id -> :class:`Session`.
         self.live: dict[str, Session] = {}
-        #: Finished sessions, kept light (their envs are let go): id -> (rater, request).
-        self.finished: dict[str, tuple[str, str]] = {}
         self.worlds: OrderedDict[str, Any] = OrderedDict()
         self.lock = threading.Lock()
+        self.build_lock = threading.Lock()  # one session built (replayed) at a time
         # Worlds whose parts are not thread-safe (the clip world's models, shared by every session) step
         # one session at a time; the synthetic world's sessions step in parallel.
         self.model_lock = threading.Lock()
         #: The first world built; the others are it with another request (:meth:`World.with_prompts`).
         self.base: Any = None
-        self.rng = None if seed is None else np.random.default_rng([seed, len(folder.sessions())])
-        self._rebuild()
+        #: The session records of unfinished sessions (to rebuild them from).
+        self.records: dict[str, dict] = {}
+        self._read()
+        self.rng = None if seed is None else np.random.default_rng([seed, len(self.index)])
 
     # Worlds ---------------------------------------------------------------------------------------
 
@@ -131,14 +184,16 @@ class Sessions:
             if prompt in self.worlds:
                 self.worlds.move_to_end(prompt)
                 return self.worlds[prompt]
-            if self.base is None:  # the world's models load once; every request's world shares them
+        with self.model_lock:  # the world's models load once; every request's world shares them
+            if self.base is None:
                 world = self.base = build_world(self.world_name, [prompt], 25, self.world_options)
             else:
                 world = self.base.with_prompts([prompt])
+        with self.lock:
             self.worlds[prompt] = world
             if len(self.worlds) > 64:
                 self.worlds.popitem(last=False)
-            return world
+        return world
 
     def _make(self, sid: str, rater: str, agent_name: str, seed: int, prompt: str) -> Session:
         import gymnasium as gym
@@ -153,46 +208,106 @@ class Sessions:
 
     # Sessions -------------------------------------------------------------------------------------
 
-    def start(self, rater: str, prompt: str) -> Session:
-        """A new session for ``rater`` on ``prompt``, its first slate shown and the session recorded."""
+    def expired(self, entry: Entry, at: float | None = None) -> bool:
+        """Whether an unfinished session has gone ``expire_hours`` without a choice."""
+        return not entry.finished and (now() if at is None else at) - entry.last > self.expire_s
+
+    def open_of(self, rater: str) -> list[tuple[str, Entry]]:
+        """The rater's open sessions (unfinished, unexpired), newest first."""
+        t = now()
+        with self.lock:
+            mine = [(sid, e) for sid, e in self.index.items()
+                    if e.rater == rater and not e.finished and not self.expired(e, t)]
+        return sorted(mine, key=lambda item: -item[1].last)
+
+    def start(self, rater: str, prompt: str) -> tuple[Session, bool]:
+        """A session for ``rater`` on ``prompt``: ``(session, resumed)``.
+
+        The agent is drawn first; if the rater has an open session with it,
+        that session is resumed (and ``resumed`` is true) rather than a
+        second one opened. A new session has its first slate shown and is
+        recorded.
+
+        Raises:
+            SessionError: The request is not valid (:func:`clean_prompt`).
+            SessionLimit: The rater has started ``max_per_rater`` sessions, or
+                the server holds ``max_open`` open sessions.
+        """
         prompt = clean_prompt(prompt)
         sid = secrets.token_urlsafe(12)
+        t = now()
         with self.lock:
             if self.rng is None:
                 agent_name, seed = self.agents[secrets.randbelow(len(self.agents))], secrets.randbelow(2 ** 31)
             else:
                 agent_name = self.agents[int(self.rng.integers(len(self.agents)))]
                 seed = int(self.rng.integers(2 ** 31))
-        session = self._make(sid, rater, agent_name, seed, prompt)
-        self.folder.add_session({"session": sid, "rater": rater, "agent": agent_name, "seed": seed,
-                                 "prompt": prompt, "world": self.world_name, "horizon": self.horizon,
-                                 "created": now()})
+            mine = [(s, e) for s, e in self.index.items() if e.rater == rater]
+            same = [s for s, e in mine if e.agent == agent_name and not e.finished and not self.expired(e, t)]
+            if not same:
+                if len(mine) >= self.max_per_rater:
+                    raise SessionLimit(f"you have started the {self.max_per_rater} sessions this study asks "
+                                       "for; thank you for taking part")
+                if sum(not e.finished and not self.expired(e, t) for e in self.index.values()) >= self.max_open:
+                    raise SessionLimit("the app is at its limit of open sessions; try again in a while")
+                # Reserved now, so that two requests at once cannot both pass the caps.
+                self.index[sid] = Entry(rater, agent_name, prompt, 0, self.horizon, t)
+        if same:
+            return self.get(rater, same[0]), True
+        rec = {"session": sid, "rater": rater, "agent": agent_name, "seed": seed, "prompt": prompt,
+               "world": self.world_name, "horizon": self.horizon, "created": t}
+        try:
+            session = self._make(sid, rater, agent_name, seed, prompt)
+            self.folder.add_session(rec)
+        except BaseException:
+            with self.lock:
+                self.index.pop(sid, None)
+            raise
         self._show(session)
         with self.lock:
+            self.records[sid] = rec  # to rebuild it from, should it be let go while idle
             self.live[sid] = session
-        return session
+        self._sweep()
+        return session, False
 
-    def get(self, rater: str, sid: str) -> Session:
-        """The rater's unfinished session ``sid``.
+    def entry(self, rater: str, sid: str) -> Entry:
+        """The rater's session ``sid``, light (finished or not).
 
         Raises:
-            SessionError: No such session of this rater (another rater's is not found either), or it is finished.
+            SessionError: No such session of this rater (another rater's is not found either).
         """
-        session = self.live.get(sid)
-        if session is None or session.rater != rater:
-            if self.finished.get(sid, ("",))[0] == rater:
-                raise SessionError("this session is finished; start a new one")
+        entry = self.index.get(sid)
+        if entry is None or entry.rater != rater:
             raise SessionError("no such session; start a new one")
+        return entry
+
+    def get(self, rater: str, sid: str) -> Session:
+        """The rater's open session ``sid``, built (replayed from its records) if it is not in memory.
+
+        Raises:
+            SessionError: No such session of this rater, or it is finished,
+                has expired, or cannot be replayed.
+        """
+        entry = self.entry(rater, sid)
+        if entry.finished:
+            raise SessionError("this session is finished; start a new one")
+        if self.expired(entry):
+            with self.lock:
+                self.live.pop(sid, None)
+            raise SessionError(f"this session expired after {self.expire_s / 3600:g} hours without a choice; "
+                               "start a new one")
+        session = self.live.get(sid)
+        if session is None:
+            with self.build_lock:
+                session = self.live.get(sid) or self._replay(sid)
+                with self.lock:
+                    self.live[sid] = session
         return session
 
-    def request_of_finished(self, rater: str, sid: str) -> str | None:
-        """The request of the rater's finished session ``sid`` (``None`` if it is not one)."""
-        rec = self.finished.get(sid)
-        return rec[1] if rec is not None and rec[0] == rater else None
-
-    def of(self, rater: str) -> list[Session]:
-        """The rater's sessions, newest first."""
-        return sorted((s for s in self.live.values() if s.rater == rater), key=lambda s: -s.shown_at)
+    def code(self, sid: str) -> str:
+        """The completion code of session ``sid``: shown to the rater at its end, listed for the organiser."""
+        c = self.folder.mac("done", sid, length=8)
+        return f"{c[:4]}-{c[4:]}"
 
     def _serial(self, session: Session):
         return contextlib.nullcontext() if session.env.world.thread_safe else self.model_lock
@@ -204,11 +319,21 @@ class Sessions:
         with self._serial(session):
             session.slate = session.env.show(slate)["slate"]
         session.shown_at = now()
+        session.token = self.folder.mac("turn", session.id, session.turn)
 
-    def choose(self, session: Session, column: int, answer: str | None) -> None:
+    def _advance(self, session: Session, column: int) -> None:
+        """The env goes on from ``column`` (remembered as the previous choice)."""
+        pixels = session.pixels()
+        session.previous = (session.texts()[column], None if pixels is None else np.array(pixels[column]))
+        with self._serial(session):
+            session.obs, _, _, _, session.info = session.env.choose(column)
+        session.turn += 1
+
+    def choose(self, session: Session, column: int, answer: str | None, token: str | None) -> None:
         """Record the rater's column (and answer) for the shown slate, then show the next one.
 
         Raises:
+            StaleTurn: ``token`` is not the shown slate's (nothing recorded).
             SessionError: The session is finished, the column is not one of the
                 slate's, or the answer is missing (turn 2 on) or not one of
                 :data:`~pasta_app.records.ANSWERS`.
@@ -218,24 +343,29 @@ class Sessions:
         with session.lock:
             if session.done:
                 raise SessionError("this session is finished; start a new one")
+            with self.lock:  # let go while idle, and rebuilt since: the rebuilt one takes the turn
+                current = self.live.get(session.id) is session
+            if not current or not token or not secrets.compare_digest(str(token), session.token):
+                raise StaleTurn("this choice was made on a page that is no longer the current one (sent twice, "
+                                "or from an old tab), so it was not recorded; choose again on the current slate")
             L = session.env.config.slate_size
             if not isinstance(column, int) or not 0 <= column < L:
                 raise SessionError(f"pick one of the {L} columns")
             if session.turn >= 1 and answer not in ANSWERS:
-                raise SessionError("say whether these images are Better, Same or Worse than the last turn's")
+                raise SessionError("say whether this turn is Better, Same or Worse than your last choice")
             if session.turn == 0:
                 answer = None
             record, keys = self._record(session, column, answer)
             self.folder.add_turn(record, *keys)  # on disk first: a failed write leaves the session where it was
-            with self._serial(session):
-                session.obs, _, _, _, session.info = session.env.choose(column)
-            session.turn += 1
+            self._advance(session, column)
             if not session.done:
                 self._show(session)
-                return
-        with self.lock:  # finished: keep the id and the request, let the env and the agent go
-            self.live.pop(session.id, None)
-            self.finished[session.id] = (session.rater, session.prompt)
+            with self.lock:
+                entry = self.index[session.id]
+                entry.turns, entry.last = session.turn, session.shown_at or now()
+                if session.done:  # finished: the entry stays, the env and the agent go
+                    self.live.pop(session.id, None)
+                    self.records.pop(session.id, None)
 
     def _record(self, session: Session, column: int, answer: str | None) -> tuple[dict, tuple]:
         """The turn's record (the preference format's choice fields and the app's) and its embeddings."""
@@ -253,25 +383,41 @@ class Sessions:
         prompt_emb = np.concatenate([core.request.embeddings[:1], core.slate_prompts.embeddings[0]])
         return record, (prompt_keys, prompt_emb, image_keys, core.images[0].reshape(L * M, -1))
 
-    def _rebuild(self) -> None:
-        """Rebuild unfinished sessions from the records: replay their turns, check the slates agree."""
+    def _read(self) -> None:
+        """Index every session from the records (nothing is built: sessions are replayed when next used)."""
         turns: dict[str, list[dict]] = {}
         for t in self.folder.turns():
             turns.setdefault(t["trajectory_id"], []).append(t)
         for rec in self.folder.sessions():
-            done = sorted(turns.get(rec["session"], []), key=lambda t: t["turn"])
-            if len(done) >= rec.get("horizon", self.horizon):
-                self.finished[rec["session"]] = (rec["rater"], rec["prompt"])
-                continue
-            session = self._make(rec["session"], rec["rater"], rec["agent"], rec["seed"], rec["prompt"])
-            for t in done:
-                self._show(session)
-                if [int(i) for i in session.slate] != t["slate"]:
-                    raise SessionError(f"session {rec['session']}: replaying turn {t['turn']} shows another slate "
-                                       "than was recorded (was the agent, the world or pasta-t2i changed?); "
-                                       "move the data folder aside or restore the installation")
-                with self._serial(session):
-                    session.obs, _, _, _, session.info = session.env.choose(int(t["chosen"]))
-                session.turn += 1
+            done = turns.get(rec["session"], [])
+            last = max([float(rec.get("created", 0.0)), *(float(t.get("chosen_at", 0.0)) for t in done)])
+            entry = Entry(rec["rater"], rec["agent"], rec["prompt"], len(done), int(rec.get("horizon", self.horizon)),
+                          last)
+            self.index[rec["session"]] = entry
+            if not entry.finished:
+                self.records[rec["session"]] = rec
+
+    def _replay(self, sid: str) -> Session:
+        """Rebuild an unfinished session: replay its recorded turns, checking the slates agree."""
+        rec = self.records.get(sid)
+        if rec is None:
+            raise SessionError("this session is no longer in memory and was never recorded; start a new one")
+        done = sorted((t for t in self.folder.turns() if t["trajectory_id"] == sid), key=lambda t: t["turn"])
+        session = self._make(sid, rec["rater"], rec["agent"], rec["seed"], rec["prompt"])
+        for t in done:
             self._show(session)
-            self.live[session.id] = session
+            if [int(i) for i in session.slate] != t["slate"]:
+                raise SessionError(f"session {sid}: replaying turn {t['turn']} shows another slate than was "
+                                   "recorded (was the agent, the world or pasta-t2i changed?); restore the "
+                                   "installation the study began with, or start a new session")
+            self._advance(session, int(t["chosen"]))
+        self._show(session)
+        return session
+
+    def _sweep(self) -> None:
+        """Let go of built sessions unused for ``idle_minutes`` (kept in the records) and of expired ones."""
+        t = now()
+        with self.lock:  # a session being chosen on holds its lock and is kept (see choose)
+            for sid in [sid for sid, s in self.live.items()
+                        if (t - s.shown_at > self.idle_s or self.expired(self.index[sid], t)) and not s.lock.locked()]:
+                self.live.pop(sid, None)

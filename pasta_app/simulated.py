@@ -35,6 +35,8 @@ class Server:
     Args:
         data: The app's data folder.
         *args: More arguments of ``pasta serve``.
+        raters: Invites to make first (as ``pasta serve invite`` does); their links and the admin's
+            are in :attr:`links`.
         command: How to run ``pasta serve`` (e.g. ``[python, "-m", "pasta_cli.main", "serve"]``); the
             caller, above this layer, says.
         timeout: Seconds to wait for the server to answer.
@@ -43,17 +45,23 @@ class Server:
         RuntimeError: The server exited or did not answer within ``timeout`` seconds.
     """
 
-    def __init__(self, data: str | Path, *args: str, command: Sequence[str], timeout: float = 120.0):
+    def __init__(self, data: str | Path, *args: str, command: Sequence[str], raters: int = 0,
+                 timeout: float = 120.0):
         import httpx
+
+        from pasta_app.records import DataFolder
 
         self.data, self.port = Path(data), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.links: dict[str, str] = {}
+        if raters:
+            self.links = {r: f"{self.base}/join/{t}" for r, t in DataFolder.open(data).add_raters(raters).items()}
+        t0 = time.monotonic()
         self.proc = subprocess.Popen([*command, "--data", str(data), "--port", str(self.port), *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.links: dict[str, str] = {}
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # invite links first, then the serving line
+        for line in self.proc.stdout:  # the admin's link first, then the serving line
             m = re.match(r"(\S+): (http://\S+/join/\S+)$", line.strip())
             if m:
                 self.links[m.group(1)] = m.group(2)
@@ -62,6 +70,8 @@ class Server:
         while True:
             try:
                 if httpx.get(f"{self.base}/healthz", timeout=1).text == "ok":
+                    #: Seconds from starting the process to its first answer.
+                    self.startup_s = time.monotonic() - t0
                     return
             except httpx.HTTPError:
                 pass
@@ -79,12 +89,17 @@ class Server:
 
 
 class Rater:
-    """An HTTP client holding a rater's cookie (joined through their invite link)."""
+    """An HTTP client holding a rater's cookie (joined through their invite link).
+
+    Like a browser, it chooses on the page it last read: the choice carries
+    that page's turn token (a choice on no page read first reads the page).
+    """
 
     def __init__(self, server: Server, link: str):
         import httpx
 
         self.http = httpx.Client(base_url=server.base, follow_redirects=False, timeout=60)
+        self.tokens: dict[str, str] = {}
         r = self.http.get("/join/" + link.rsplit("/join/", 1)[1])  # the path: the link may name an older port
         if r.status_code != 303:
             raise RuntimeError(f"joining failed: {r.status_code} {r.text[:200]}")
@@ -94,19 +109,32 @@ class Rater:
         r = self.http.post("/sessions", data={"prompt": prompt})
         if r.status_code != 303:
             raise RuntimeError(f"starting a session failed: {r.status_code} {r.text[:200]}")
-        return r.headers["location"].rsplit("/", 1)[1]
+        return r.headers["location"].split("?")[0].rsplit("/", 1)[1]
 
     def page(self, sid: str) -> str:
         """The session's page."""
         r = self.http.get(f"/s/{sid}")
         if r.status_code != 200:
             raise RuntimeError(f"the session page failed: {r.status_code} {r.text[:200]}")
+        token = turn_token(r.text)
+        if token:
+            self.tokens[sid] = token
         return r.text
 
     def choose(self, sid: str, column: int, answer: str | None) -> int:
-        """Post a column (and answer); the status code."""
-        data = {"column": str(column)} | ({"answer": answer} if answer else {})
+        """Post a column (and answer) on the page last read (read now if none was); the status code."""
+        if sid not in self.tokens:
+            token = turn_token(self.http.get(f"/s/{sid}").text)
+            if token:
+                self.tokens[sid] = token
+        data = {"column": str(column), "turn": self.tokens.pop(sid, "")} | ({"answer": answer} if answer else {})
         return self.http.post(f"/s/{sid}/choose", data=data).status_code
+
+
+def turn_token(page: str) -> str | None:
+    """The turn token of the slate on a session page (``None`` on other pages)."""
+    m = re.search(r'name="turn" value="([^"]*)"', page)
+    return unescape(m.group(1)) if m else None
 
 
 def cards(page: str) -> list[str]:

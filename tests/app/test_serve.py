@@ -20,7 +20,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from pasta_app.simulated import Chooser, Rater, Server, cards, crowd, play  # noqa: E402
+from pasta_app.simulated import Chooser, Rater, Server, cards, crowd, play, turn_token  # noqa: E402
 
 #: How the tests start the app (the command line's ``pasta serve``).
 SERVE = [sys.executable, "-m", "pasta_cli.main", "serve"]
@@ -35,8 +35,8 @@ def world():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("serve") / "data", "--raters", "60", "--agents", "bayes,random",
-                 command=SERVE)
+    srv = Server(tmp_path_factory.mktemp("serve") / "data", "--agents", "bayes,random",
+                 command=SERVE, raters=60)
     yield srv
     srv.kill()
 
@@ -85,7 +85,7 @@ def test_fifty_concurrent_raters_lose_and_mix_no_record(server, world):
 
 def test_a_server_killed_mid_session_restarts_with_every_completed_turn_and_the_session_continues(tmp_path, world):
     data = tmp_path / "data"
-    first = Server(data, "--raters", "1", "--agent", "bayes", command=SERVE)
+    first = Server(data, "--agent", "bayes", command=SERVE, raters=1)
     link = first.links["rater-0001"]
     rater = Rater(first, link)
     sid = rater.start("a lighthouse at dusk")
@@ -98,8 +98,10 @@ def test_a_server_killed_mid_session_restarts_with_every_completed_turn_and_the_
     shown = cards(rater.page(sid))
     first.kill()
     assert [(r["trajectory_id"], r["turn"], r["chosen"], r["answer"]) for r in records(data)] == log
-    second = Server(data, command=SERVE)  # no new tokens: the old links still work
-    assert not second.links
+    second = Server(data, command=SERVE)  # a restart makes no rater, prints the same admin link, old links work
+    assert set(second.links) == {"admin"} and second.links["admin"].split("/join/")[1] == \
+        first.links["admin"].split("/join/")[1]
+    assert list(json.loads((data / "access.json").read_text())["raters"]) == ["rater-0001"]
     rater = Rater(second, link)
     assert cards(rater.page(sid)) == shown  # rebuilt by replay: the same slate as before the kill
     for t in range(2, 5):
@@ -150,8 +152,8 @@ def test_the_report_of_simulated_raters_ranks_the_agents_as_the_evaluation_does(
     from pasta_app.report import markdown, plot, report
 
     data = tmp_path / "data"
-    srv = Server(data, "--raters", "16", "--agents", "bayes,random", "--rate", "1000", "--seed", "0",
-                 command=SERVE)
+    srv = Server(data, "--agents", "bayes,random", "--rate", "1000", "--seed", "0",
+                 command=SERVE, raters=16)
     try:
         log: list = []
         rng = np.random.default_rng(0)
@@ -180,8 +182,8 @@ def test_the_clip_world_shows_each_column_as_images_and_records_their_embeddings
 
     options = tiny_models.tiny_clip_world_options(tmp_path / "models")
     data = tmp_path / "data"
-    srv = Server(data, "--raters", "1", "--agent", "lmm", "--world", "clip",
-                 *[f"--world-option={k}={json.dumps(v)}" for k, v in options.items()], command=SERVE)
+    srv = Server(data, "--agent", "lmm", "--world", "clip",
+                 *[f"--world-option={k}={json.dumps(v)}" for k, v in options.items()], command=SERVE, raters=1)
     try:
         rater = Rater(srv, srv.links["rater-0001"])
         sid = rater.start("a bowl of ramen")
@@ -219,7 +221,7 @@ def test_serve_says_what_is_missing_and_binds_to_loopback_unless_told(tmp_path, 
 def test_ctrl_c_stops_the_server_cleanly_with_status_130(tmp_path):
     import signal
 
-    srv = Server(tmp_path / "data", "--raters", "1", command=SERVE)
+    srv = Server(tmp_path / "data", command=SERVE, raters=1)
     srv.proc.send_signal(signal.SIGINT)
     srv.proc.wait(timeout=60)
     err = srv.proc.stderr.read() if srv.proc.stderr else ""
@@ -242,7 +244,124 @@ def test_posts_from_another_site_are_refused_and_record_nothing(server):
         assert r.status_code == 403 and "nothing was recorded" in r.text, headers
         assert rater.http.post("/sessions", data={"prompt": "planted"}, headers=headers).status_code == 403
     assert 'Turn 1 of 5' in rater.page(sid)  # nothing moved
-    r = rater.http.post(f"/s/{sid}/choose", data={"column": "0"},
+    rater.page(sid)
+    r = rater.http.post(f"/s/{sid}/choose", data={"column": "0", "turn": rater.tokens[sid]},
                         headers={"Origin": own, "Sec-Fetch-Site": "same-origin"})
     assert r.status_code == 303 and 'Turn 2 of 5' in rater.page(sid)
     assert not cross_site({"host": "a:1"}, "http") and not cross_site({"sec-fetch-site": "none"}, "http")
+
+
+def test_a_form_sent_twice_records_once_and_the_second_gets_the_current_page(server):
+    rater = Rater(server, server.links["rater-0006"])
+    sid = rater.start("a bowl of ramen")
+    rater.page(sid)
+    assert rater.choose(sid, 1, None) == 303
+    form = {"column": "2", "answer": "Better", "turn": turn_token(rater.page(sid))}
+    assert rater.http.post(f"/s/{sid}/choose", data=form).status_code == 303
+    before = len(records(server.data))
+    again = rater.http.post(f"/s/{sid}/choose", data=form)  # the turn-2 form once more
+    assert again.status_code == 409 and "not recorded" in again.text and "Turn 3 of 5" in again.text
+    assert turn_token(again.text) not in (None, form["turn"])  # the page it gets is the current slate's
+    forged = rater.http.post(f"/s/{sid}/choose", data={"column": "0", "answer": "Same"})  # no token at all
+    assert forged.status_code == 409 and len(records(server.data)) == before
+    mine = [(r["turn"], r["chosen"]) for r in records(server.data) if r["trajectory_id"] == sid]
+    assert mine == [(0, 1), (1, 2)]
+
+
+def test_following_another_raters_invite_asks_before_switching_identity(server):
+    alice = Rater(server, server.links["rater-0007"])
+    bob_token = server.links["rater-0008"].rsplit("/join/", 1)[1]
+    asked = alice.http.get(f"/join/{bob_token}")
+    assert asked.status_code == 409 and "signed in as <b>rater-0007</b>" in asked.text
+    assert "Signed in as rater-0007" in alice.http.get("/").text  # nothing changed yet
+    # A link followed from another site: the SameSite=Strict cookie stays behind, the Lax marker comes along.
+    marker = httpx.Client(base_url=server.base, follow_redirects=False, cookies={"pasta_who": "rater-0007"})
+    assert marker.get(f"/join/{bob_token}").status_code == 409
+    switched = alice.http.post(f"/join/{bob_token}", headers={"Sec-Fetch-Site": "same-origin"})
+    assert switched.status_code == 303 and "Signed in as rater-0008" in alice.http.get("/").text
+    planted = alice.http.post(f"/join/{server.links['rater-0007'].rsplit('/join/', 1)[1]}",
+                              headers={"Sec-Fetch-Site": "cross-site"})
+    assert planted.status_code == 403 and "Signed in as rater-0008" in alice.http.get("/").text
+    assert alice.http.get(f"/join/{bob_token}").status_code == 303  # one's own invite again: no question
+
+
+def test_a_new_request_while_a_session_is_open_resumes_it(server):
+    rater = Rater(server, server.links["rater-0009"])
+    sids = [rater.start("a red fox in a snowy forest") for _ in range(6)]
+    assert len(set(sids)) == 2  # bayes and random: one open session each, the rest resumed
+    r = rater.http.post("/sessions", data={"prompt": "a red fox in a snowy forest"})
+    assert r.headers["location"].endswith("?resumed=1")
+    assert "finish it before starting another" in rater.http.get(r.headers["location"]).text
+
+
+def test_errors_are_pages_that_say_what_to_do_next(server):
+    rater = Rater(server, server.links["rater-0060"])
+    for response in (rater.http.get("/no/such/page"), rater.http.post("/sessions", data={}),
+                     rater.http.get("/s/unknown"), rater.http.delete("/"), rater.http.get("/admin"),
+                     httpx.get(server.base + "/")):
+        assert response.headers["content-type"].startswith("text/html"), response
+        assert 'id="next"' in response.text and response.status_code in (400, 401, 403, 404, 405), response
+    sid = rater.start("a bowl of ramen")
+    for t in range(5):
+        assert rater.choose(sid, t % 4, None if t == 0 else "Worse") == 303
+    end = rater.page(sid)
+    code = re.search(r'id="code">([A-Z2-7]{4}-[A-Z2-7]{4})<', end).group(1)
+    assert rater.page(sid).count(code) == 1  # the same code each time the end page is seen
+    gone = rater.http.post(f"/s/{sid}/choose", data={"column": "0", "answer": "Same", "turn": "x"})
+    assert gone.status_code == 400 and "finished" in gone.text
+
+
+def test_the_organisers_dashboard_shows_progress_manages_invites_and_exports_codes(server):
+    import io
+    import zipfile
+
+    admin = httpx.Client(base_url=server.base, follow_redirects=False)
+    assert admin.get("/join/" + server.links["admin"].rsplit("/join/", 1)[1]).status_code == 303
+    rater = Rater(server, server.links["rater-0004"])
+    sid = rater.start("a city street in the rain")
+    for t in range(5):
+        assert rater.choose(sid, 0, None if t == 0 else "Better") == 303
+    code = re.search(r'id="code">([^<]+)<', rater.page(sid)).group(1)
+    page = admin.get("/admin").text
+    for part in ('id="answers"', 'id="agents"', 'id="raters"', 'id="export"', "Wilson", code):
+        assert part in page, part
+    made = admin.post("/admin/invites", data={"count": "2"})
+    links = re.findall(r"(http://[^<]+/join/[^<]+)</td>", made.text)
+    assert made.status_code == 200 and len(links) == 2
+    newcomer = httpx.Client(base_url=server.base, follow_redirects=False)
+    assert newcomer.get("/join/" + links[0].rsplit("/join/", 1)[1]).status_code == 303
+    assert newcomer.get("/").status_code == 200
+    name = re.search(r"<td>(rater-\d+)</td><td class=\"link\">" + re.escape(links[0]), made.text).group(1)
+    assert admin.post("/admin/revoke", data={"rater": name}).status_code == 303
+    assert newcomer.get("/").status_code == 401  # a revoked invite opens nothing
+    assert f"<td>{name}</td><td>revoked</td>" in admin.get("/admin").text
+    assert admin.post("/admin/invites", data={"count": "100000"}).status_code == 400
+    assert rater.http.post("/admin/invites", data={"count": "1"}).status_code == 403
+    with zipfile.ZipFile(io.BytesIO(admin.get("/admin/export").content)) as zf:
+        codes = zf.read("completion_codes.csv").decode()
+        assert f"{sid},rater-" in codes and code in codes and "access.json" not in zf.namelist()
+
+
+def test_invites_are_made_by_their_own_command_never_by_starting_the_server(tmp_path, capsys):
+    from pasta_app.records import DataFolder
+    from pasta_cli.main import main
+
+    data = tmp_path / "d"
+    assert main(["serve", "invite", "--data", str(data), "--raters", "2", "--url", "https://study.example",
+                 "--out", str(tmp_path / "links.csv")]) == 0
+    out = capsys.readouterr().out
+    links = re.findall(r"^(rater-\d+|admin): (https://study.example/join/\S+)$", out, re.M)
+    assert [who for who, _ in links] == ["admin", "rater-0001", "rater-0002"]
+    folder = DataFolder.open(data)
+    assert [folder.who(link.rsplit("/", 1)[1]) for _, link in links] == ["admin", "rater-0001", "rater-0002"]
+    assert (tmp_path / "links.csv").read_text().count("https://study.example/join/") == 2
+    assert oct((data / "access.json").stat().st_mode & 0o777) == "0o600"
+    assert main(["serve", "invite", "--data", str(data), "--raters", "1", "--out", str(tmp_path / "links.csv")]) == 2
+    assert "exists" in capsys.readouterr().err  # the earlier links are not overwritten
+    assert main(["serve", "--data", str(data), "--raters", "3"]) == 2
+    assert "pasta serve invite" in capsys.readouterr().err
+    assert main(["serve", "invite", "--data", str(data)]) == 2
+    assert main(["serve", "invite", "--data", str(data), "--raters", "0"]) == 0  # prints the admin's link again
+    assert capsys.readouterr().out.strip() == links[0][0] + ": " + links[0][1].replace("https://study.example",
+                                                                                      "http://127.0.0.1:8000")
+    assert list(folder.raters()) == ["rater-0001", "rater-0002"]
