@@ -3,9 +3,9 @@
 Usage::
 
     pasta bench-serve [--agents bayes,lmm,random] [--raters 16] [--sessions 9] [--concurrent 50]
-                      [--seconds 20] [--json results/serve.json]
+                      [--seconds 20] [--abandoned 300] [--json results/serve.json]
 
-Two runs of ``pasta serve`` (a child process on loopback, the synthetic world):
+Three runs of ``pasta serve`` (a child process on loopback, the synthetic world):
 
 * **Pipeline**: ``--raters`` simulated raters (:mod:`pasta_app.simulated`,
   one user type each) play ``--sessions`` sessions each, one after another,
@@ -17,6 +17,10 @@ Two runs of ``pasta serve`` (a child process on loopback, the synthetic world):
   (which steps the env, records the turn with an fsync and proposes the next
   slate) and of the page request, median / 95th percentile / max, and the
   records checked against what the clients posted.
+* **Restart**: a data folder holding ``--abandoned`` unfinished sessions
+  (two turns each) is served; reported: seconds from starting the process
+  to its first answer, beside the same for an empty folder, the server's
+  memory, and the first request of an abandoned session (rebuilt then).
 """
 
 from __future__ import annotations
@@ -95,17 +99,62 @@ def load(folder: Path, concurrent: int, seconds: float, agents: list[str], serve
             "records_intact": intact, "latency": {k: stats(v) for k, v in timings.items()}}
 
 
+def _rss_mb(pid: int) -> float | None:
+    """Resident memory of a process in MB (Linux), or ``None``."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def restart(folder: Path, abandoned: int, agents: list[str], serve: Sequence[str]) -> dict[str, Any]:
+    """Serve a folder of ``abandoned`` unfinished sessions: startup time and memory, and a first rebuild."""
+    from pasta_app.records import DataFolder
+    from pasta_app.sessions import Sessions
+    from pasta_app.simulated import Rater, Server
+
+    empty = Server(folder / "empty", "--agents", ",".join(agents), command=serve)
+    empty_s = empty.startup_s
+    empty.kill()
+    data = DataFolder.open(folder / "study")
+    links = data.add_raters(abandoned)
+    sessions = Sessions(data, agents, seed=0)
+    t0 = time.perf_counter()
+    for rater in links:  # one session each, left after two turns
+        session, _ = sessions.start(rater, REQUESTS[len(sessions.index) % len(REQUESTS)])
+        for t in range(2):
+            sessions.choose(session, t, None if t == 0 else "Same", session.token)
+    made_s = time.perf_counter() - t0
+    srv = Server(folder / "study", "--agents", ",".join(agents), command=serve)
+    try:
+        rss = _rss_mb(srv.proc.pid)
+        rater = Rater(srv, f"{srv.base}/join/{links['rater-0001']}")
+        sid = next(sid for sid, e in sessions.index.items() if e.rater == "rater-0001")
+        t0 = time.perf_counter()
+        page = rater.page(sid)
+        first_page_s = time.perf_counter() - t0
+        assert "Turn 3 of 5" in page
+    finally:
+        srv.kill()
+    return {"abandoned": abandoned, "made_s": round(made_s, 1), "startup_s": round(srv.startup_s, 2),
+            "empty_startup_s": round(empty_s, 2), "rss_mb": rss, "first_page_s": round(first_page_s, 2)}
+
+
 def run(agents: list[str], raters: int = 16, sessions: int = 9, concurrent: int = 50, seconds: float = 20.0,
-        seed: int = 0, json_path: str | None = "results/serve.json",
+        seed: int = 0, json_path: str | None = "results/serve.json", abandoned: int = 300,
         cli: Sequence[str] = ("pasta",)) -> dict[str, Any]:
-    """Both runs; print and write the figures. ``cli`` runs the ``pasta`` command (``serve`` is added)."""
+    """The three runs; print and write the figures. ``cli`` runs the ``pasta`` command (``serve`` is added)."""
     from pasta_app.report import markdown
 
     with tempfile.TemporaryDirectory() as tmp:
         result = {"machine": machine(),
                   "pipeline": pipeline(Path(tmp) / "pipeline", agents, raters, sessions, seed, [*cli, "serve"]),
-                  "load": load(Path(tmp) / "load", concurrent, seconds, agents, [*cli, "serve"])}
-    p, lo = result["pipeline"], result["load"]
+                  "load": load(Path(tmp) / "load", concurrent, seconds, agents, [*cli, "serve"]),
+                  "restart": restart(Path(tmp) / "restart", abandoned, agents, [*cli, "serve"])}
+    p, lo, re_ = result["pipeline"], result["load"], result["restart"]
     print(f"pipeline: {p['sessions']} sessions by {raters} simulated raters in {p['wall_s']} s")
     print(markdown(p["report"]))
     print(f"\nranking by Better: {', '.join(p['report']['ranking'])}; by `pasta evaluate` (2,000 users): "
@@ -115,6 +164,9 @@ def run(agents: list[str], raters: int = 16, sessions: int = 9, concurrent: int 
     for kind, s in lo["latency"].items():
         print(f"  {kind:>6}: median {s['median_ms']} ms, p95 {s['p95_ms']} ms, max {s['max_ms']} ms "
               f"({s['count']} requests)")
+    print(f"\nrestart: {re_['abandoned']} abandoned sessions in the folder: up in {re_['startup_s']} s "
+          f"(an empty folder: {re_['empty_startup_s']} s), {re_['rss_mb']} MB resident; the first page of an "
+          f"abandoned session (rebuilt then) took {re_['first_page_s']} s")
     if json_path:
         write_json(json_path, result)
         print(f"\nwrote {json_path}")

@@ -184,15 +184,21 @@ class Sessions:
             if prompt in self.worlds:
                 self.worlds.move_to_end(prompt)
                 return self.worlds[prompt]
-        with self.model_lock:  # the world's models load once; every request's world shares them
+        # Built outside the sessions' lock (other raters' requests go on), one at a time: the world's models
+        # load once and every request's world shares them; a request queued behind the build of its own
+        # prompt's world takes that world.
+        with self.model_lock:
+            with self.lock:
+                if prompt in self.worlds:
+                    return self.worlds[prompt]
             if self.base is None:
                 world = self.base = build_world(self.world_name, [prompt], 25, self.world_options)
             else:
                 world = self.base.with_prompts([prompt])
-        with self.lock:
-            self.worlds[prompt] = world
-            if len(self.worlds) > 64:
-                self.worlds.popitem(last=False)
+            with self.lock:
+                self.worlds[prompt] = world
+                if len(self.worlds) > 64:
+                    self.worlds.popitem(last=False)
         return world
 
     def _make(self, sid: str, rater: str, agent_name: str, seed: int, prompt: str) -> Session:

@@ -104,12 +104,12 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     from benchmarks import simulated_raters
 
     agents = agent_list(args.agents)
-    positive(raters=args.raters, sessions=args.sessions, concurrent=args.concurrent)
+    positive(raters=args.raters, sessions=args.sessions, concurrent=args.concurrent, abandoned=args.abandoned)
     if not args.seconds > 0:
         raise ValueError(f"--seconds must be positive, got {args.seconds}")
     outputs(json=args.json)
     simulated_raters.run(agents, args.raters, args.sessions, args.concurrent, args.seconds, args.seed, args.json,
-                         cli=cli_command())
+                         args.abandoned, cli=cli_command())
     return 0
 
 
@@ -222,6 +222,8 @@ def _add_bench_serve(sub: Any) -> None:
     bs.add_argument("--concurrent", type=int, default=50, help="raters at once in the load run")
     bs.add_argument("--seconds", type=finite_float, default=20.0, help="length of the load run")
     bs.add_argument("--seed", type=int, default=0, help="seed of the assignment, the users and their types")
+    bs.add_argument("--abandoned", type=int, default=300,
+                    help="unfinished sessions in the folder of the restart run")
     bs.add_argument("--json", default="results/serve.json", help="write the figures as JSON to this file")
 
 
