@@ -123,8 +123,8 @@ def restart(folder: Path, abandoned: int, agents: list[str], serve: Sequence[str
     links = data.add_raters(abandoned)
     sessions = Sessions(data, agents, seed=0)
     t0 = time.perf_counter()
-    for rater in links:  # one session each, left after two turns
-        session, _ = sessions.start(rater, REQUESTS[len(sessions.index) % len(REQUESTS)])
+    for name in links:  # one session each, left after two turns
+        session, _ = sessions.start(name, REQUESTS[len(sessions.index) % len(REQUESTS)])
         for t in range(2):
             sessions.choose(session, t, None if t == 0 else "Same", session.token)
     made_s = time.perf_counter() - t0
