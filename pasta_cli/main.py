@@ -11,7 +11,7 @@ Examples::
     pasta bench
 
 Each group (:mod:`pasta_cli.evaluate`, :mod:`pasta_cli.data`,
-:mod:`pasta_cli.user_model`, :mod:`pasta_cli.iql`, :mod:`pasta_cli.serve`,
+:mod:`pasta_cli.candidates`, :mod:`pasta_cli.user_model`, :mod:`pasta_cli.iql`, :mod:`pasta_cli.serve`,
 :mod:`pasta_cli.bench`) defines its parsers next to its handlers; this
 module only puts them together.
 """
@@ -22,7 +22,7 @@ import argparse
 import sys
 
 #: The command groups (modules of this package), in the order ``pasta --help`` lists their commands.
-GROUPS = ("evaluate", "data", "user_model", "iql", "serve", "bench")
+GROUPS = ("evaluate", "data", "candidates", "user_model", "iql", "serve", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from simulators.errors import AssetError, ShapeError
 from simulators.images.synthetic import ImageModelConfig, SyntheticImageModel
 from simulators.text import prompts as P
 from simulators.text.encoders import LazyStaticTextEncoder, PhraseTable
+from simulators.text.requests import build_space
 from simulators.users.checkpoint import load_user_model
 from simulators.users.user_model import TasteUserModel, UserModel
 
@@ -352,7 +353,8 @@ def default_user_model() -> UserModel:
 
 def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | str | os.PathLike | None = None,
                          image_config: ImageModelConfig = ImageModelConfig(),
-                         num_candidates: int = 25, seed: int = 0) -> World:
+                         num_candidates: int = 25, seed: int = 0,
+                         candidates: str | os.PathLike | None = None) -> World:
     """The offline default world.
 
     Args:
@@ -366,6 +368,12 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | str
         num_candidates: Candidates per turn: 5, 10, 15, 20 or 25 (as many in
             each of the five categories).
         seed: Seed of the world's fixed tables (not of episodes).
+        candidates: A candidate bank made for ``prompts`` (``pasta
+            build-candidates``): the first turn shows its language model's
+            candidates, split into the world's parts.
+
+    Raises:
+        BankError: The bank is damaged or was made for other prompts.
     """
     table = PhraseTable.load()
     vocab = P.Vocabulary.default()
@@ -373,14 +381,20 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | str
         raise AssetError("the phrase table does not match the vocabulary; rebuild it with "
                          "`pasta build-assets`")
     encoder = LazyStaticTextEncoder(table.dim)
-    if prompts is None:
-        space = P.PromptSpace(vocab, table.embeddings, table.slot_weights)
+    # Requests are split into their parts (subject, setting, style...), every part and vocabulary phrase
+    # gets its paraphrases (simulators.text.requests).
+    texts = None if prompts is None else read_prompts(prompts)
+    k, rest = divmod(num_candidates, len(CATEGORIES))
+    first = None
+    if candidates is not None:
+        from simulators.candidates.bank import BankError, bank_candidates, read_bank
+
+        if texts is None:
+            raise BankError("a candidate bank belongs to a prompt file: give prompts=FILE with candidates=BANK")
+        first = bank_candidates(read_bank(candidates, texts, per_category=k))
+    space, initial, first_ids = build_space(vocab, table.embeddings, table.slot_weights, encoder, texts, first)
+    if initial is None:
         initial = _default_initial_prompts(vocab, seed)
-    else:
-        texts = read_prompts(prompts)
-        space = P.PromptSpace(vocab, table.embeddings, table.slot_weights, texts, encoder.encode(texts))
-        initial = P.empty_prompts((len(texts),))
-        initial[:, P.BASE] = np.arange(len(texts)) + space.num_phrases
     if isinstance(user_model, (str, os.PathLike)):
         user_model = load_user_model(user_model, dim=table.dim)
     elif user_model is not None and not isinstance(user_model, UserModel):
@@ -389,13 +403,13 @@ def make_synthetic_world(prompts: PromptsArg = None, user_model: UserModel | str
     if users.dim != space.dim:
         raise ValueError(f"the user model takes {users.dim}-d embeddings but the synthetic world's "
                          f"are {space.dim}-d; train or load a model for this world")
-    k, rest = divmod(num_candidates, len(CATEGORIES))
     if rest or not 1 <= k <= PER_CATEGORY:
         raise ValueError(f"the synthetic world proposes 5, 10, 15, 20 or 25 candidates per turn (the same number "
                          f"in each of its {len(CATEGORIES)} categories), got num_candidates={num_candidates}")
-    generator = SyntheticCandidateGenerator(space, seed=seed, per_category=k)
+    generator = SyntheticCandidateGenerator(space, seed=seed, per_category=k,
+                                            first_turn=None if first_ids is None else (initial, first_ids))
     remake = functools.partial(make_synthetic_world, user_model=users, image_config=image_config,
-                               num_candidates=num_candidates, seed=seed)
+                               num_candidates=num_candidates, seed=seed)  # (a bank belongs to its prompts only)
     return World("synthetic", generator, SyntheticImageModel(space, image_config, seed=seed), users,
                  space.prompts(initial), encoder, remake=remake)
 

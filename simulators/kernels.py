@@ -95,15 +95,16 @@ def compose(prompt, weighted, out):  # pragma: no cover - compiled
 
 @_jit
 def expand_candidates(cur, rows, k, n_reph, opt_slot, opt_rank, opt_gate, opt_kind, replaceable,
-                      order_bank, detail_bank, excl_bank, excl_slot, neighbours, weighted,
+                      order_bank, detail_bank, excl_bank, excl_slot, canonical, neighbours, related, related_bank,
+                      weighted,
                       style_slot, base_slot, setting_slot, detail_a, detail_b,
                       cands, emb):  # pragma: no cover - compiled
     """The synthetic generator's turn for ``B`` users (see :class:`SyntheticCandidateGenerator`).
 
-    Option kinds: 0 rephrase when the slot is filled, 1 rephrase always (framing), 2 add detail.
-    Writes ``cands`` ``(B, C, S)`` and their unit embeddings ``emb`` ``(B, C, d)``; a
-    candidate's embedding is the current prompt's composed embedding with the
-    edited slot's phrase swapped, normalised.
+    Option kinds: 0 reword a filled slot that has a rewording of that rank, 1 the framing (allowed
+    only when fewer than ``k`` options of kind 0 are), 2 add detail. Writes ``cands`` ``(B, C, S)``
+    and their unit embeddings ``emb`` ``(B, C, d)``; a candidate's embedding is the current
+    prompt's composed embedding with the edited slot's phrase swapped, normalised.
     """
     B, S = cur.shape
     d = emb.shape[2]
@@ -120,18 +121,25 @@ def expand_candidates(cur, rows, k, n_reph, opt_slot, opt_rank, opt_gate, opt_ki
         compose(c, weighted, base)
         # Which options apply to this prompt.
         n_add = 0
+        n_reword = 0
         for o in range(n):
             kind = opt_kind[o]
             at = c[opt_slot[o]]
             if kind == 1:
-                ok = True
+                ok = False  # decided below
             elif kind == 0:
-                ok = at >= 0
+                ok = at >= 0 and neighbours[at, opt_rank[o]] >= 0
+                if ok:
+                    n_reword += 1
             else:
                 ok = at < 0 and c[opt_gate[o]] >= 0
                 if ok:
                     n_add += 1
             allowed[o] = ok
+        if n_reword < k:  # too few rewordings: a framing may change or appear
+            for o in range(n):
+                if opt_kind[o] == 1:
+                    allowed[o] = True
         if n_add < k:  # every detail slot is used: replace a detail phrase instead
             for o in range(n_reph, n):
                 v = detail_bank[row, o - n_reph]
@@ -148,9 +156,11 @@ def expand_candidates(cur, rows, k, n_reph, opt_slot, opt_rank, opt_gate, opt_ki
                     if allowed[o] == (pass_ == 0):
                         picks[block * k + j] = o
                         j += 1
-        # Style, subject, leap: the first k values of each ranking, skipping the excluded one.
+        # Style and leap draws: the first k values of each ranking, skipping the excluded one.
         for e in range(excl_bank.shape[1]):
             ex = c[excl_slot[e]]
+            if ex >= 0:
+                ex = canonical[ex]  # a paraphrase of the current phrase is the current phrase
             skip = False
             for j in range(k):
                 if excl_bank[row, e, j] == ex:
@@ -173,7 +183,7 @@ def expand_candidates(cur, rows, k, n_reph, opt_slot, opt_rank, opt_gate, opt_ki
             else:
                 s = base_slot
                 old = c[s]
-                new = vals[1, ci - 3 * k]
+                new = related[old, related_bank[row, ci - 3 * k]]
             out = cands[b, ci]
             for i in range(S):
                 out[i] = c[i]
@@ -183,15 +193,15 @@ def expand_candidates(cur, rows, k, n_reph, opt_slot, opt_rank, opt_gate, opt_ki
             for i in range(d):
                 raw[i] = (w_new[i] - w_old[i]) + base[i]
             unit_row(raw, emb[b, ci])
-        # Creative leap: a new subject, style and setting; nothing else.
+        # Creative leap: the subject in a new setting and a new style; nothing else.
         for j in range(k):
             ci = 4 * k + j
             out = cands[b, ci]
             for i in range(S):
                 out[i] = -1
-            out[base_slot] = vals[2, j]
-            out[style_slot] = vals[3, j]
-            out[setting_slot] = vals[4, j]
+            out[base_slot] = c[base_slot]
+            out[style_slot] = vals[1, j]
+            out[setting_slot] = vals[2, j]
             compose(out, weighted, raw)
             unit_row(raw, emb[b, ci])
 

@@ -7,15 +7,23 @@ five categories, batch-first and deterministic given the episode's uniforms:
 ============== ===========================================================
 category       what changes
 ============== ===========================================================
-rephrase       one setting/lighting/mood/palette/composition/framing phrase
-               is swapped for one of its five nearest neighbours (embedding
-               cosine); a prompt without framing may gain one
+rephrase       one part is reworded: the subject, setting, style, lighting,
+               mood, palette or composition is swapped for a paraphrase
+               (:mod:`simulators.text.requests`; for lighting, mood, palette
+               and composition, then one of their nearest neighbours); only
+               when fewer than ``k`` such
+               rewordings exist does a framing ("a view of") change or
+               appear
 add detail     an empty setting/lighting/mood/palette/composition/detail
-               slot is filled (when all are full, a detail is replaced)
-change style   the style is replaced by another style
-change subject the subject (or the free-text base) is replaced by another
-               subject; everything else is kept
-creative leap  a new subject, setting and style; other modifiers are dropped
+               slot is filled: nothing the prompt already fixes (when all
+               are full, a detail is replaced)
+change style   the style is replaced by another style (a request's own
+               style too: it is one part, not stacked under another)
+change subject the subject is replaced by one of its twelve nearest
+               subjects (embedding cosine: a related one); everything else
+               (setting, style, ...) is kept
+creative leap  the subject in a new setting and a new style (neither the
+               current one); other modifiers are dropped
 ============== ===========================================================
 
 The candidates of a turn are distinct: the categories change disjoint parts
@@ -40,29 +48,77 @@ from simulators.text import prompts as P
 CATEGORIES: tuple[str, ...] = ("rephrase", "add detail", "change style", "change subject", "creative leap")
 PER_CATEGORY = 5
 NEIGHBOURS = 5
-# The base slot is never empty, and never holds a setting: option masks use it
-# as "a slot that is always filled" and "a slot no setting equals".
-_ALWAYS_FILLED = _NEVER_EQUAL = P.BASE
+#: Related subjects a change of subject draws from.
+RELATED = 12
+# The base slot is never empty: option masks use it as "a slot that is always filled".
+_ALWAYS_FILLED = P.BASE
+# Kinds whose rewordings are paraphrases only (their nearest phrases are another subject or style:
+# the change-subject and change-style categories' business).
+_PARAPHRASE_ONLY = ("subject", "setting", "style")
 
 
 def _neighbour_table(space: P.PromptSpace) -> np.ndarray:
-    """``(ids + 1, NEIGHBOURS)``: nearest phrases of the same kind for each id.
+    """``(ids + 1, NEIGHBOURS)``: each id's rewordings, ``-1`` where it has no more.
 
-    The last row (the empty id) lists framings, so that a prompt without
-    framing can be rephrased by adding one.
+    An id's paraphrases come first (``space.groups``); the modifiers' rows
+    are then filled with their nearest phrases of the same kind (embedding
+    cosine); subjects, settings, styles and free text get paraphrases only. The last
+    row (the empty id) lists framings, so that a prompt without framing can
+    be rephrased by adding one.
     """
     vocab = space.vocab
-    table = np.zeros((len(space.table), NEIGHBOURS), np.int32)
-    for start, stop in vocab.ranges.values():
+    table = np.full((len(space.table), NEIGHBOURS), -1, np.int32)
+    fill = np.zeros(len(space.table), np.intp)
+    for group in space.groups:
+        for i in group:
+            for j in group:
+                if j != i and fill[i] < NEIGHBOURS and j not in table[i, :fill[i]]:
+                    table[i, fill[i]] = j
+                    fill[i] += 1
+    for kind, (start, stop) in vocab.ranges.items():
+        if kind in _PARAPHRASE_ONLY:
+            continue
         emb = space.table[start:stop]
         sim = emb @ emb.T
         np.fill_diagonal(sim, -np.inf)
-        table[start:stop] = np.argsort(-sim, axis=1)[:, :NEIGHBOURS] + start
+        near = np.argsort(-sim, axis=1) + start
+        for i in range(start, stop):
+            for j in near[i - start]:
+                if fill[i] == NEIGHBOURS:
+                    break
+                if j not in table[i, :fill[i]]:
+                    table[i, fill[i]] = j
+                    fill[i] += 1
     f0, f1 = vocab.ranges["framing"]
     if f1 - f0 < NEIGHBOURS + 1:
         raise ValueError(f"the vocabulary needs at least {NEIGHBOURS + 1} framings, got {f1 - f0}")
     table[-1] = np.arange(f0, f0 + NEIGHBOURS)
     return table
+
+
+def _related_table(space: P.PromptSpace) -> np.ndarray:
+    """``(ids + 1, RELATED)``: the vocabulary subjects related to each id (itself and its rewordings left out).
+
+    Related: the subjects of a vocabulary subject's own group (animal, food...) first, then the
+    nearest by cosine after removing the subjects' mean direction (what all subjects share says
+    nothing about which are alike); free text by that cosine alone.
+    """
+    a, b = space.vocab.ranges["subject"]
+    subjects = space.table[a:b]
+    mean = subjects.mean(axis=0)
+    centred = space.table - mean
+    centred /= np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-8)
+    sim = centred @ centred[a:b].T  # (ids + 1, subjects)
+    groups = np.array(space.vocab.subject_groups)
+    sim[a:b] += 2.0 * (groups[:, None] == groups[None, :])
+    for group in space.groups:  # a subject's paraphrase is not another subject
+        for i in group:
+            for j in group:
+                if a <= j < b:
+                    sim[i, j - a] = -np.inf
+    for i in range(a, b):
+        sim[i, i - a] = -np.inf
+    return (np.argsort(-sim, axis=1)[:, :RELATED] + a).astype(np.int32)
 
 
 class SyntheticCandidateGenerator:
@@ -73,12 +129,15 @@ class SyntheticCandidateGenerator:
         seed: Seed of the world's fixed bank of rankings.
         per_category: Candidates per category ``k`` (1 to 5).
         bank_rows: Rows of the ranking bank.
+        first_turn: ``(requests, candidates)``: ``(N, S)`` requests and their ``(N, C, S)`` candidates
+            (a language model's, from a candidate bank), proposed whenever the prompt to expand is
+            one of those requests; other prompts are expanded by the rules.
     """
 
     categories = CATEGORIES
 
     def __init__(self, space: P.PromptSpace, seed: int = 0, per_category: int = PER_CATEGORY,
-                 bank_rows: int = 8192):
+                 bank_rows: int = 8192, first_turn: tuple[np.ndarray, np.ndarray] | None = None):
         if not 1 <= per_category <= NEIGHBOURS:
             raise ValueError(f"candidates per category must be in 1..{NEIGHBOURS}, got {per_category}")
         self.space = space
@@ -86,6 +145,23 @@ class SyntheticCandidateGenerator:
         self.num_candidates = k * len(CATEGORIES)
         self.category_of = np.repeat(np.arange(len(CATEGORIES)), k).astype(np.int64)
         self.neighbours = _neighbour_table(space)
+        self.related = _related_table(space)
+        # The vocabulary phrase a paraphrase rewords (itself for any other id): a new style or setting
+        # must differ from the current one however it is worded.
+        self.canonical = np.arange(len(space.table), dtype=np.int32)
+        for group in space.groups:
+            own = [i for i in group if i < space.num_phrases]
+            for i in group:
+                if own:
+                    self.canonical[i] = own[0]
+        self.first_turn: dict[bytes, np.ndarray] = {}
+        if first_turn is not None:
+            requests, cands = first_turn
+            if cands.shape[1] != self.num_candidates:
+                raise ValueError(f"the first-turn candidates hold {cands.shape[1]} per request; the generator "
+                                 f"proposes {self.num_candidates}")
+            self.first_turn = {np.ascontiguousarray(r, np.int32).tobytes(): c.astype(np.int32)
+                               for r, c in zip(requests, cands)}
         vocab = space.vocab
         rng = np.random.default_rng(seed)
         #: Uniforms consumed per turn and user.
@@ -125,7 +201,7 @@ class SyntheticCandidateGenerator:
         n = len(slot)
         self.n_reph = n_reph
         is_reph = np.arange(n) < n_reph
-        # Option kind for the kernel: 0 rephrase a filled slot, 1 rephrase always (framing), 2 add detail.
+        # Option kind for the kernel: 0 reword a filled slot, 1 the framing (when fewer than k others), 2 add detail.
         self.opt_kind = np.where(is_reph, np.where(self.opt_slot == P.FRAMING, 1, 0), 2).astype(np.int8)
         self.replaceable = ~is_reph & np.isin(self.opt_slot, (P.DETAIL_A, P.DETAIL_B))
         # Each bank row ranks the rephrase options and the add-detail options; a turn takes, per block,
@@ -137,12 +213,10 @@ class SyntheticCandidateGenerator:
                                          axis=1).astype(np.int8 if n < 128 else np.int16)
 
     def _build_excluding_options(self, vocab: P.Vocabulary, rng: np.random.Generator) -> None:
-        """Style, subject and leap draws: ``k`` distinct values but one excluded value."""
+        """Style, related-subject and leap draws: ``k`` distinct values but one excluded value."""
         k = self.per_category
-        # (slot compared against, phrase range) of: change style, change subject,
-        # leap subject, leap style, leap setting (nothing excluded).
-        blocks = [(P.STYLE, P.STYLE), (P.BASE, P.BASE), (P.BASE, P.BASE), (P.STYLE, P.STYLE),
-                  (_NEVER_EQUAL, P.SETTING)]
+        # (slot compared against, phrase range) of: change style, leap style, leap setting.
+        blocks = [(P.STYLE, P.STYLE), (P.STYLE, P.STYLE), (P.SETTING, P.SETTING)]
         self.excl_slot = np.array([b[0] for b in blocks], np.intp)
         orders = []
         for _, s in blocks:
@@ -150,7 +224,9 @@ class SyntheticCandidateGenerator:
             if b - a < k + 1:
                 raise ValueError(f"slot {P.SLOTS[s]} has {b - a} phrases; need at least {k + 1}")
             orders.append(a + np.argsort(rng.random((self._bank_rows, b - a)), 1)[:, : k + 1])
-        self.excl_bank: np.ndarray = np.stack(orders, axis=1).astype(_id_dtype(vocab))  # (rows, 5, k + 1)
+        self.excl_bank: np.ndarray = np.stack(orders, axis=1).astype(_id_dtype(vocab))  # (rows, 3, k + 1)
+        # Change subject: the first k of a random order of the current subject's related subjects.
+        self.related_bank = np.argsort(rng.random((self._bank_rows, RELATED)), 1)[:, :k].astype(np.int8)
 
     @staticmethod
     def ranking_scores(candidates: np.ndarray, request: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -209,8 +285,15 @@ class SyntheticCandidateGenerator:
         kernels().expand_candidates(
             np.ascontiguousarray(cur, np.int32), rows, self.per_category, self.n_reph, self.opt_slot,
             self.opt_rank, self.opt_gate, self.opt_kind, self.replaceable, self.order_bank, self.detail_bank,
-            self.excl_bank, self.excl_slot, self.neighbours, self.space.weighted, P.STYLE, P.BASE, P.SETTING,
-            P.DETAIL_A, P.DETAIL_B, cands, emb)
+            self.excl_bank, self.excl_slot, self.canonical, self.neighbours, self.related, self.related_bank,
+            self.space.weighted,
+            P.STYLE, P.BASE, P.SETTING, P.DETAIL_A, P.DETAIL_B, cands, emb)
+        if self.first_turn:  # a request with a language model's candidates: those
+            for b, row in enumerate(np.ascontiguousarray(cur, np.int32)):
+                given = self.first_turn.get(row.tobytes())
+                if given is not None:
+                    cands[b] = given
+                    emb[b] = self.space.embed(given)
         return cands, emb
 
 

@@ -5,15 +5,20 @@ own, or a language model's) without a model: it is the clip world's default
 generator when no language model is given, and the source that fills the gap
 when a language model returns too few, duplicate or malformed candidates.
 
+The prompt is read as the synthetic world reads a request
+(:func:`simulators.text.requests.parse_request`: subject, setting, style,
+lighting, ...), so the categories follow the same rules:
+
 ============== ======================================================
-category       what it does to ``"<framing> <subject>, <modifiers>"``
+category       what it does to the prompt's parts
 ============== ======================================================
-rephrase       puts another framing phrase before the subject
-add detail     appends a setting, lighting, mood, palette, composition
-               or detail phrase the prompt lacks
-change style   replaces the prompt's style phrase (or adds one)
-change subject replaces the subject, keeps the modifiers
-creative leap  a new subject in a new setting and style
+rephrase       rewords one part (:func:`~simulators.text.requests.paraphrases`);
+               a framing phrase in front only when too few rewordings exist
+add detail     adds a setting, lighting, mood, palette, composition or
+               detail phrase of a kind the prompt does not state
+change style   replaces the prompt's style (or adds one): never two
+change subject a related subject (nearest by embedding), the rest kept
+creative leap  the subject in a new setting and a new style
 ============== ======================================================
 
 Deterministic given the turn's uniform and the text; candidates of a turn
@@ -29,9 +34,13 @@ import numpy as np
 from simulators.candidates.synthetic import CATEGORIES
 from simulators.contract import PromptEncoder, Prompts, TextPrompts, seeds_from_uniforms, text_hash
 from simulators.text import vocabulary as V
+from simulators.text.requests import paraphrases, parse_request
 
 _SUBJECTS = tuple(p for group in V.SUBJECTS.values() for p in group)
-_DETAILS = (*V.SETTINGS, *V.LIGHTING, *V.MOODS, *V.PALETTES, *V.COMPOSITIONS, *V.DETAILS)
+#: Kinds "add detail" may add, with their phrases.
+_ADDABLE: dict[str, tuple[str, ...]] = {"setting": V.SETTINGS, "lighting": V.LIGHTING, "mood": V.MOODS,
+                                         "palette": V.PALETTES, "composition": V.COMPOSITIONS, "detail": V.DETAILS}
+_ORDER = ("style", "lighting", "mood", "palette", "composition", "detail", "extra")
 
 
 def clean_text(text: str) -> str:
@@ -47,14 +56,15 @@ def split_prompt(text: str) -> tuple[str, str, list[str]]:
     return framing, head[len(framing):].strip(), mods
 
 
-def join_prompt(framing: str, subject: str, mods: list[str]) -> str:
-    head = f"{framing} {subject}".strip()
-    return ", ".join([head, *mods]) if head else ", ".join(mods)
+def render_parts(parts: dict[str, str]) -> str:
+    """A prompt from its parts, in the synthetic world's order: framing, subject, setting, then the modifiers."""
+    head = " ".join(p for p in (parts.get("framing", ""), parts.get("base", ""), parts.get("setting", "")) if p)
+    return ", ".join([head, *(parts[k] for k in _ORDER if parts.get(k))])
 
 
 def request_core(text: str) -> str:
     """The subject of a request, lower-case: what must survive in later prompts."""
-    return split_prompt(text)[1].lower()
+    return parse_request(text).parts["base"].lower()
 
 
 class TemplateCandidateGenerator:
@@ -78,20 +88,44 @@ class TemplateCandidateGenerator:
     def identity(self) -> dict:
         return {"kind": "templates", "per_category": self.per_category}
 
+    def _related(self, subject: str) -> list[str]:
+        """The vocabulary subjects nearest ``subject`` (centred cosine of the encoder's embeddings), best first."""
+        if not hasattr(self, "_subject_emb"):
+            emb = self.encoder.encode(list(_SUBJECTS))
+            self._subject_mean = emb.mean(axis=0)
+            centred = emb - self._subject_mean
+            self._subject_emb = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-8)
+        q = self.encoder.encode([subject])[0] - self._subject_mean
+        sim = self._subject_emb @ (q / max(float(np.linalg.norm(q)), 1e-8))
+        return [_SUBJECTS[i] for i in np.argsort(-sim) if _SUBJECTS[i].lower() != subject.lower()]
+
     def expand_text(self, text: str, rng: np.random.Generator, taken: set[str] | None = None) -> list[list[str]]:
         """``k`` new texts per category for one prompt, distinct from each other and from ``taken``."""
         k = self.per_category
-        framing, subject, mods = split_prompt(text)
-        lower = clean_text(text).lower()
-        style = [m for m in mods if m in V.STYLES]
-        rest = [m for m in mods if m not in V.STYLES]
-        seen = {lower} | (taken or set())
+        parts = parse_request(clean_text(text)).parts
+        seen = {clean_text(text).lower()} | (taken or set())
+        rewordings = [render_parts(parts | {kind: alt}) for kind, part in parts.items() if kind != "framing"
+                      for alt in paraphrases(part)]
+        rng.shuffle(rewordings)
+        related = self._related(parts["base"])[:12]
+        open_kinds = [kind for kind in _ADDABLE if kind not in parts] or ["detail"]
+
+        def reword() -> str:
+            if rewordings:
+                return rewordings.pop()
+            return render_parts(parts | {"framing": _pick(rng, V.FRAMINGS, exclude=parts.get("framing", ""))})
+
+        def detail() -> str:
+            kind = open_kinds[int(rng.integers(len(open_kinds)))]
+            return render_parts(parts | {kind: _pick(rng, _ADDABLE[kind], exclude_in=clean_text(text).lower())})
+
         makers = [
-            lambda: join_prompt(_pick(rng, V.FRAMINGS, exclude=framing), subject or _pick(rng, _SUBJECTS), mods),
-            lambda: join_prompt(framing, subject, [*mods, _pick(rng, _DETAILS, exclude_in=lower)]),
-            lambda: join_prompt(framing, subject, [*rest, _pick(rng, V.STYLES, exclude=style[0] if style else "")]),
-            lambda: join_prompt(framing, _pick(rng, _SUBJECTS, exclude=subject), mods),
-            lambda: f"{_pick(rng, _SUBJECTS, exclude=subject)} {_pick(rng, V.SETTINGS)}, {_pick(rng, V.STYLES)}",
+            reword,
+            detail,
+            lambda: render_parts(parts | {"style": _pick(rng, V.STYLES, exclude=parts.get("style", ""))}),
+            lambda: render_parts(parts | {"base": _pick(rng, related)}),
+            lambda: render_parts({"base": parts["base"], "setting": _pick(rng, V.SETTINGS, exclude=parts.get(
+                "setting", "")), "style": _pick(rng, V.STYLES, exclude=parts.get("style", ""))}),
         ]
         out = []
         for make in makers:

@@ -31,8 +31,9 @@ BASE, SETTING, STYLE, LIGHTING, MOOD, PALETTE, COMPOSITION, DETAIL_A, DETAIL_B, 
 )
 #: Slots whose phrases "add detail" to a prompt.
 DETAIL_SLOTS: tuple[int, ...] = (SETTING, LIGHTING, MOOD, PALETTE, COMPOSITION, DETAIL_A, DETAIL_B)
-#: Slots a rephrase may swap for a near-synonym.
-REPHRASE_SLOTS: tuple[int, ...] = (SETTING, LIGHTING, MOOD, PALETTE, COMPOSITION, FRAMING)
+#: Slots a rephrase may reword (the subject and the style only into paraphrases; the framing only when
+#: nothing else can be reworded).
+REPHRASE_SLOTS: tuple[int, ...] = (BASE, SETTING, STYLE, LIGHTING, MOOD, PALETTE, COMPOSITION, FRAMING)
 
 EMPTY = -1
 
@@ -180,6 +181,9 @@ class PromptSpace:
             [phrase_embeddings, free, np.zeros((1, d), np.float32)]).astype(np.float32)
         self.slot_weights = np.asarray(slot_weights, np.float32)
         self.weighted = self.table[None, :, :] * self.slot_weights[:, None, None]
+        #: Ids that word the same thing differently (each list: a phrase and its paraphrases); set by
+        #: :func:`simulators.text.requests.build_space`, the rephrase category's material.
+        self.groups: list[list[int]] = []
 
     @property
     def dim(self) -> int:

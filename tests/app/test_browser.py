@@ -81,11 +81,14 @@ def shot(browser, name: str) -> None:
 
 @pytest.mark.parametrize("device", list(SIZES))
 def test_a_session_played_by_clicking_is_recorded_as_clicked_and_fits_the_screen(browser, tmp_path, device):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, 60)  # each click loads a new page: wait for it, not for a fixed time
+    # Each click loads a new page: wait for it, not for a fixed time (an element asked about while the page
+    # is being replaced may answer with an inspector error: ask again).
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(WebDriverException,))
     size(browser, device)
     data = tmp_path / "data"
     server = Server(data, "--agent", "bayes", command=SERVE, raters=1)

@@ -283,3 +283,40 @@ def test_commands_that_need_arguments_say_which_without_a_traceback(capsys):
         err = capsys.readouterr().err
         assert "required" in err and len(err.strip().splitlines()) <= 2 and "Traceback" not in err, err
     assert main(["demo", "--seed", "1"]) == 0  # a command that needs nothing runs
+
+
+def test_candidates_prints_each_request_with_its_candidates_by_category(tmp_path, capsys):
+    from pasta_cli.main import main
+
+    prompts = tmp_path / "requests.txt"
+    prompts.write_text("a teddybear on a skateboard in Times Square\nan oil painting of a lighthouse, moonlight\n")
+    assert main(["candidates", "--prompts", str(prompts), "--n", "5", "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("request: ") == 2 and out.count("  creative leap:") == 2 and out.count("    - ") == 50
+    assert "request: a teddybear on a skateboard in Times Square" in out
+    import json
+
+    shown = json.loads((tmp_path / "c.json").read_text())
+    assert [len(r["candidates"]["change subject"]) for r in shown] == [5, 5]
+    assert all("in Times Square" in t for t in shown[0]["candidates"]["change subject"])  # the place kept
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["build-candidates", "--prompts", "{p}", "--generator", "gpt", "--out", "{tmp}/b.json"],
+     "expected transformers:MODEL"),
+    (["build-candidates", "--prompts", "{p}", "--generator", "transformers:tiny", "--out", "{tmp}/b.json"],
+     "give a hub id"),
+    (["build-candidates", "--prompts", "{p}", "--generator", "gemini", "--out", "{tmp}/b.json",
+      "--per-category", "7"], "--per-category must be in 1..5"),
+    (["candidates", "--prompts", "{p}", "--candidates", "{tmp}/none.json"], "no candidate bank"),
+    (["bench-candidates", "--prompts", "{p}", "--close", "2"], "--close is a cosine"),
+])
+def test_candidate_commands_refuse_bad_arguments_in_one_line(argv, words, tmp_path, capsys):
+    from pasta_cli.main import main
+
+    (tmp_path / "p.txt").write_text("a cat\n")
+    argv = [a.replace("{p}", str(tmp_path / "p.txt")).replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not (tmp_path / "b.json").exists()

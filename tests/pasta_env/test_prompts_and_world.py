@@ -36,11 +36,15 @@ def test_free_text_prompts_expand_sensibly():
     texts = list(info["candidate_texts"])
     assert len(set(texts)) == 25
     cats = info["categories"]
+    subject, setting = "A cozy reading nook with a cat", "rain on the window"  # the request's parts
     for text, cat in zip(texts, cats):
-        if cat in ("rephrase", "add detail", "change style"):
-            assert FREE[0] in text, (cat, text)
-        else:
-            assert FREE[0] not in text, (cat, text)
+        if cat in ("add detail", "change style"):
+            assert text.startswith(subject), (cat, text)
+        elif cat == "change subject":
+            assert subject not in text and text.endswith(setting), (cat, text)  # the rest of the request kept
+        elif cat == "creative leap":
+            assert text.startswith(subject) and setting not in text, (cat, text)  # the subject somewhere new
+    assert any(t != FREE[0] and not t.endswith(FREE[0]) for t, c in zip(texts, cats) if c == "rephrase")
     # The free text's embedding carries its meaning: the cat prompt is closest to the animal taste.
     table = PhraseTable.load()
     tastes, names = table.tastes, table.taste_names
@@ -118,8 +122,9 @@ def test_candidates_are_distinct_and_follow_their_category():
             diff = cands[b] != cur[b]
             assert diff[:20].sum(axis=1).tolist() == [1] * 20
             assert (diff[10:15, P.STYLE]).all() and (diff[15:20, P.BASE]).all()
-            assert (cands[b, 20:, P.BASE] != cur[b, P.BASE]).all()
-            assert (cands[b, 20:, P.STYLE] != cur[b, P.STYLE]).all()
+            assert (cands[b, 20:, P.BASE] == cur[b, P.BASE]).all()  # a leap keeps the subject ...
+            assert (cands[b, 20:, P.STYLE] != cur[b, P.STYLE]).all()  # ... in a new style and setting
+            assert (cands[b, 20:, P.SETTING] != cur[b, P.SETTING]).all()
         pick = rng.integers(0, 25, 64)
         cur = cands[np.arange(64), pick]
 

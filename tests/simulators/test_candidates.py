@@ -14,10 +14,11 @@ from simulators.candidates.language_model import (
     parse_reply,
 )
 from simulators.candidates.synthetic import CATEGORIES
-from simulators.candidates.templates import TemplateCandidateGenerator, split_prompt
+from simulators.candidates.templates import TemplateCandidateGenerator
 from simulators.contract import TextPrompts, check_candidates
 from simulators.text import vocabulary as V
 from simulators.text.encoders import StaticTextEncoder
+from simulators.text.requests import parse_request
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +38,25 @@ def test_templates_make_distinct_candidates_that_follow_their_category(encoder):
     for b, text in enumerate(texts):
         row = cands.texts()[b].tolist()
         assert len(set(row)) == 25 and text not in row
-        framing, subject, mods = split_prompt(text)
+        parts = parse_request(text).parts
         rephrase, detail, style, subj, leap = (row[i * 5:(i + 1) * 5] for i in range(5))
-        assert all(subject in t for t in rephrase + detail)  # the request survives
-        assert all(t.startswith(text) for t in detail)  # a phrase is added
-        assert all(any(s in t for s in V.STYLES) for t in style + leap)
-        assert all(subject not in t for t in subj)
+        for t in rephrase:  # one part reworded (or, lacking rewordings, a framing in front)
+            new = parse_request(t).parts
+            changed = {k for k in set(parts) | set(new) if parts.get(k) != new.get(k)}
+            assert len(changed) == 1, (t, changed)
+        for t in detail:  # a part of a kind the request does not state is added, the rest kept
+            new = parse_request(t).parts
+            assert all(new.get(k) == v for k, v in parts.items()) and len(new) == len(parts) + 1, t
+        for t in style:  # one style, not two
+            new = parse_request(t).parts
+            assert new.get("style") in V.STYLES and new.get("style") != parts.get("style"), t
+        for t in subj:  # a vocabulary subject; the rest of the request kept
+            new = parse_request(t).parts
+            assert new["base"] in gen._related(parts["base"])[:12]
+            assert {k: v for k, v in new.items() if k != "base"} == {k: v for k, v in parts.items() if k != "base"}
+        for t in leap:  # the request's subject in a new setting and style
+            new = parse_request(t).parts
+            assert new["base"] == parts["base"] and new["style"] in V.STYLES and new["setting"] in V.SETTINGS
     assert gen.keeps_request(cands[:, 5], _current(encoder, texts)).all()  # added detail keeps the subject
     assert not gen.keeps_request(cands[:, 15], _current(encoder, texts)).any()  # a new subject does not
 

@@ -16,7 +16,7 @@ def test_render_many_equals_render_including_empty_slots():
     ids = P.random_prompts(world.candidates.space.vocab, 3000, np.random.default_rng(0))
     ids[:40, P.BASE] = P.EMPTY  # no subject
     ids[40:50] = P.EMPTY  # nothing at all
-    ids[50:60, P.BASE] = world.candidates.space.free_id(0)  # a researcher's free text
+    ids[50:60, P.BASE] = world.initial_prompts.ids[0, P.BASE]  # a researcher's free text
     ids[60:70, P.FRAMING] = world.candidates.space.vocab.slot_range(P.FRAMING)[0]
     ids[60:70, P.SETTING] = P.EMPTY
     texts = world.candidates.space.texts_of(ids).to_pylist()
