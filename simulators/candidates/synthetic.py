@@ -100,13 +100,14 @@ def _related_table(space: P.PromptSpace) -> np.ndarray:
     """``(ids + 1, RELATED)``: the vocabulary subjects related to each id (itself and its rewordings left out).
 
     Related: the subjects of a vocabulary subject's own group (animal, food...) first, then the
-    nearest by cosine after removing the subjects' mean direction (what all subjects share says
-    nothing about which are alike); free text by that cosine alone.
+    nearest by cosine (of ``space.relate``: one encoder for every text) after removing the subjects'
+    mean direction (what all subjects share says nothing about which are alike); free text by that
+    cosine alone.
     """
     a, b = space.vocab.ranges["subject"]
-    subjects = space.table[a:b]
-    mean = subjects.mean(axis=0)
-    centred = space.table - mean
+    table = space.table if space.relate is None else space.relate
+    mean = table[a:b].mean(axis=0)
+    centred = table - mean
     centred /= np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-8)
     sim = centred @ centred[a:b].T  # (ids + 1, subjects)
     groups = np.array(space.vocab.subject_groups)

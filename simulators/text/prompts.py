@@ -184,6 +184,8 @@ class PromptSpace:
         #: Ids that word the same thing differently (each list: a phrase and its paraphrases); set by
         #: :func:`simulators.text.requests.build_space`, the rephrase category's material.
         self.groups: list[list[int]] = []
+        #: ``(ids + 1, d)`` embeddings that judge which subjects are related (``None``: :attr:`table`).
+        self.relate: np.ndarray | None = None
 
     @property
     def dim(self) -> int:

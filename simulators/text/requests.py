@@ -398,4 +398,7 @@ def build_space(vocab, phrase_embeddings: np.ndarray, slot_weights: np.ndarray, 
         free_emb[rows] = normalize(phrase_embeddings[vocab_ids] + free_emb[rows] - own)
     space = P.PromptSpace(vocab, phrase_embeddings, slot_weights, texts, free_emb.astype(np.float32))
     space.groups = [g for g in groups if len(set(g)) > 1]
+    # Which subjects are related is judged by one encoder on every text (the phrase table and free text
+    # come from two encoders, whose cosines across are not comparable).
+    space.relate = np.concatenate([encoder.encode(list(space.texts)), np.zeros((1, space.dim), np.float32)])
     return space, initial, first
