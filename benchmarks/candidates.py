@@ -117,14 +117,15 @@ def measure(world, n: int, seed: int = 0, close: float = 0.8) -> dict[str, Any]:
 
 
 def run(prompts: str, limit: int = 500, seed: int = 0, close: float = 0.8, examples: int = 3,
-        json_path: str | None = "results/candidates.json", world: str = "synthetic") -> dict[str, Any]:
+        json_path: str | None = "results/candidates.json", world: str = "synthetic",
+        world_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure on ``limit`` requests of the file ``prompts`` (drawn with ``seed``); print and write the figures."""
     from pasta_env.worlds import build_world, read_prompts
 
     texts = read_prompts(prompts)
     rng = np.random.default_rng(seed)
     picked = [texts[i] for i in sorted(rng.choice(len(texts), min(limit, len(texts)), replace=False))]
-    w = build_world(world, picked, 25, {})
+    w = build_world(world, picked, 25, dict(world_options or {}))
     f = measure(w, len(picked), seed, close)
     result = {"machine": machine(), "prompts": str(prompts), "figures": f,
               "examples": [{"request": r, "candidates": c} for r, c in first_turn(w, examples, seed)]}

@@ -82,7 +82,11 @@ def _chat(spec: str, device: str | None, temperature: float):
         require("transformers", "pasta build-candidates --generator transformers:MODEL")
         if not Path(model).exists() and "/" not in model:
             raise ValueError(f"--generator transformers:{model}: give a hub id (org/name) or a local folder")
-        return TransformersChat(model, device=device, temperature=temperature)
+        try:
+            return TransformersChat(model, device=device, temperature=temperature)
+        except OSError as exc:
+            raise ValueError(f"--generator transformers:{model}: the model could not be loaded ({exc}); without "
+                             "a network, download it first or give the folder it was saved to") from exc
     if kind == "gemini":
         from simulators.candidates.gemini import GeminiChat
 
@@ -99,8 +103,8 @@ def cmd_bench_candidates(args: argparse.Namespace) -> int:
     if not -1.0 <= args.close <= 1.0:
         raise ValueError(f"--close is a cosine, in -1..1; got {args.close}")
     outputs(json=args.json)
-    checked_world_options(args)
-    candidates.run(args.prompts, args.limit, args.seed, args.close, args.examples, args.json, args.world)
+    options = checked_world_options(args)
+    candidates.run(args.prompts, args.limit, args.seed, args.close, args.examples, args.json, args.world, options)
     return 0
 
 
@@ -129,9 +133,7 @@ def register(sub: Any) -> None:
     bn = add_command(sub, "bench-candidates", cmd_bench_candidates)
     bn.add_argument("--prompts", required=True, help="the requests to measure on (text file, or CSV/TSV with a "
                                                      "Prompt column)")
-    bn.add_argument("--world", default="synthetic", help="the world whose candidates are measured")
-    bn.add_argument("--world-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="an option of the world's factory, repeatable")
+    add_world_arguments(bn, prompts=False)
     bn.add_argument("--limit", type=int, default=500, help="requests drawn from the file")
     bn.add_argument("--seed", type=int, default=0, help="seed of the draw and of the turn")
     bn.add_argument("--close", type=finite_float, default=0.8,

@@ -320,3 +320,22 @@ def test_candidate_commands_refuse_bad_arguments_in_one_line(argv, words, tmp_pa
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_build_candidates_asks_a_real_transformers_model_and_the_bank_is_read_back(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from benchmarks import tiny_models
+    from pasta_cli.main import main
+
+    model = tiny_models.save_tiny_chat_model(tmp_path)  # a tiny random GPT-2: real code, nonsense replies
+    prompts = tmp_path / "requests.txt"
+    prompts.write_text("a lighthouse at dusk\na bowl of ramen\n")
+    bank = tmp_path / "bank.json"
+    assert main(["build-candidates", "--prompts", str(prompts), "--generator", f"transformers:{model}",
+                 "--out", str(bank), "--quiet"]) == 0
+    assert "2 requests, 2 replies repaired" in capsys.readouterr().out  # nonsense is repaired, and said so
+    rows = json.loads(bank.read_text())["requests"]
+    assert [r["request"] for r in rows] == ["a lighthouse at dusk", "a bowl of ramen"]
+    assert all("filled" in r["note"] for r in rows)
+    assert main(["candidates", "--prompts", str(prompts), "--candidates", str(bank), "--n", "2"]) == 0
+    assert capsys.readouterr().out.count("    - ") == 50
