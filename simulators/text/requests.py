@@ -76,7 +76,7 @@ _CUES: dict[str, tuple[str, ...]] = {
 }
 # Prepositions that open a setting ("a cat on a sofa", "a fox in a snowy forest").
 _SETTING = re.compile(r"\s((?:in|on|at|under|inside|beside|near|above|below|among|across|along|through|over|"
-                      r"by|against|atop|amid|underneath|behind)\s+(?:(?:a|an|the|some|his|her|their|its|my)\s|"
+                      r"by|against|atop|amid|underneath|behind|next\s+to|in\s+front\s+of|on\s+top\s+of)\s+(?:(?:a|an|the|some|his|her|their|its|my)\s|"
                       r"[A-Z]|(?:sunset|sunrise|dusk|dawn|night|twilight|noon|midnight|golden hour|blue hour)\b).*)$")
 # A medium before "of" ("an oil painting of ...", "a photo of ..."): the request's style.
 _MEDIUM = re.compile(r"^(?:(?:a|an|the)\s+)?((?:[\w-]+\s){0,2}(?:painting|photo|photograph|illustration|drawing|"
