@@ -294,8 +294,6 @@ def paraphrases(text: str, n: int = 5) -> list[str]:
         w = ws[i]
         core = re.sub(r"[^A-Za-z'-]", "", w)
         new = alt.capitalize() if core[:1].isupper() else alt
-        if core.lower().endswith("s") and not alt.endswith("s") and core.lower() not in _SYNONYMS:
-            new += "s"
         return [*ws[:i], w.replace(core, new, 1), *ws[i + 1:]]
 
     for phrase, alts in _PHRASES.items():  # multi-word rewordings
