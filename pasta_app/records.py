@@ -72,6 +72,8 @@ class DataFolder:
     def open(cls, root: str | os.PathLike) -> DataFolder:
         """Open (or create) a data folder, its files' tails repaired (:func:`repair_tail`)."""
         folder = cls(Path(root))
+        if folder.root.exists() and not folder.root.is_dir():
+            raise FileFormatError(f"{str(root)!r} is a file, not a folder; give --data a folder for the records")
         folder.root.mkdir(parents=True, exist_ok=True)
         (folder.root / EMBEDDINGS).mkdir(exist_ok=True)
         for name in (SESSIONS, CHOICES):

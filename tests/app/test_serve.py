@@ -365,3 +365,11 @@ def test_invites_are_made_by_their_own_command_never_by_starting_the_server(tmp_
     assert capsys.readouterr().out.strip() == links[0][0] + ": " + links[0][1].replace("https://study.example",
                                                                                       "http://127.0.0.1:8000")
     assert list(folder.raters()) == ["rater-0001", "rater-0002"]
+
+
+def test_a_data_folder_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
+    from pasta_cli.main import main
+
+    (tmp_path / "f").write_text("x")
+    assert main(["serve", "invite", "--data", str(tmp_path / "f"), "--raters", "1"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and (tmp_path / "f").read_text() == "x"
