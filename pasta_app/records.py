@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from simulators.atomic import atomic_path, dumps
+from simulators.atomic import atomic_path, dumps, write_json
 from simulators.errors import PastaError
 from simulators.files import FileFormatError
 
@@ -117,7 +117,7 @@ class DataFolder:
                 access["admin"] = token_hash(access["admin_token"])
             access.setdefault("key", secrets.token_hex(32))
             out = change(access)
-            _write_private(self.root / ACCESS, access)
+            write_json(self.root / ACCESS, access, mode=0o600)  # readable by its owner only
             self._access = None
             return out
 
@@ -225,26 +225,6 @@ class DataFolder:
             for name, text in (extra or {}).items():
                 zf.writestr(name, text)
         return buf.getvalue()
-
-
-def _write_private(path: Path, table: dict[str, Any]) -> None:
-    """Write ``table`` as JSON to ``path`` through a temporary file readable by its owner only, then rename."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(table, indent=1))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise RecordError(f"{path}: could not be written ({exc.strerror or exc}); the invites are as "
-                              "before: free some space and try again") from exc
-        raise
 
 
 def now() -> float:

@@ -92,15 +92,18 @@ def markdown(rep: dict[str, Any]) -> str:
         lines += ["", "| paired difference of Better (same raters) | raters | difference (95% CI, t over raters) |",
                   "|---|---|---|"]
         for p in rep["paired_better"]:
-            if p["difference"] is None:
-                value = "no rater met both"
-            elif p["ci95"] is None:
-                value = (f"{100 * p['difference']:+.1f} pp (too few raters for an interval: "
-                         f"{p['raters']} < {MIN_RATERS})")
-            else:
-                value = f"{100 * p['difference']:+.1f} ± {100 * p['ci95']:.1f} pp"
-            lines.append(f"| {p['a']} - {p['b']} | {p['raters']} | {value} |")
+            lines.append(f"| {p['a']} - {p['b']} | {p['raters']} | {difference(p)} |")
     return "\n".join(lines)
+
+
+def difference(pair: dict[str, Any]) -> str:
+    """A paired difference of the Better share as ``+7.9 ± 13.1 pp``, or why it has no interval."""
+    if pair["difference"] is None:
+        return "no rater met both"
+    if pair["ci95"] is None:
+        return (f"{100 * pair['difference']:+.1f} pp (too few raters for an interval: "
+                f"{pair['raters']} < {MIN_RATERS})")
+    return f"{100 * pair['difference']:+.1f} ± {100 * pair['ci95']:.1f} pp"
 
 
 def pct(shares: dict[str, Any], answer: str) -> str:

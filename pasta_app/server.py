@@ -207,9 +207,8 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
     def join(request: Request, token: str):
         rater = folder.who(token)
         if rater is None:
-            return _error(403, "Invalid invite", "This invite link is not valid (mistyped, or revoked).",
-                          "Ask the study's organiser for a new one.")
-        current = request.state.rater or (request.cookies.get(WHO) if folder.who(_token(request)) is None else None)
+            return _invalid_invite()
+        current = request.state.rater or request.cookies.get(WHO)  # the guard read the token; else the marker
         if current and current != rater and current in (*folder.raters(), "admin"):
             return HTMLResponse(_switch(current, rater, token), status_code=409)
         return _signed_in(rater, token)
@@ -218,8 +217,7 @@ def create_app(folder: DataFolder, sessions: Sessions, prompts: list[str] | None
     def switch(token: str):
         rater = folder.who(token)
         if rater is None:
-            return _error(403, "Invalid invite", "This invite link is not valid (mistyped, or revoked).",
-                          "Ask the study's organiser for a new one.")
+            return _invalid_invite()
         return _signed_in(rater, token)
 
     @app.get("/")
@@ -383,6 +381,11 @@ def _error(status: int, title: str, problem: str, next_step: str = '<a href="/">
                         status_code=status)
 
 
+def _invalid_invite() -> HTMLResponse:
+    return _error(403, "Invalid invite", "This invite link is not valid (mistyped, or revoked).",
+                  "Ask the study's organiser for a new one.")
+
+
 def _session_error(exc: SessionError) -> HTMLResponse:
     text = str(exc)
     status = 404 if "no such session" in text else 410 if "expired" in text else 400
@@ -499,7 +502,6 @@ def _dashboard(folder: DataFolder, sessions: Sessions) -> str:
 
     t = time.time()
     entries = list(sessions.index.items())
-    turns = folder.turns()
     state = {sid: "finished" if e.finished else "expired" if sessions.expired(e, t) else "open" for sid, e in entries}
     per_agent = {a: {"sessions": 0, "finished": 0, "open": 0, "turns": 0} for a in sessions.agents}
     per_rater: dict[str, dict[str, Any]] = {r: {"sessions": 0, "finished": 0, "turns": 0, "last": None, "codes": []}
@@ -529,15 +531,8 @@ def _dashboard(folder: DataFolder, sessions: Sessions) -> str:
         rows = "".join(f"<tr><td>{_e(n)}</td><td>{rep['agents'][n]['all_turns']['n']}</td>"
                        + "".join(f"<td>{_e(human.pct(rep['agents'][n]['all_turns'], a))}</td>" for a in ANSWERS)
                        + f"<td>{rep['agents'][n]['raters']}</td></tr>" for n in rep["ranking"])
-        pairs = ""
-        for p in rep["paired_better"]:
-            if p["difference"] is None:
-                value = "no rater met both"
-            elif p["ci95"] is None:
-                value = f"{100 * p['difference']:+.1f} pp (too few raters for an interval)"
-            else:
-                value = f"{100 * p['difference']:+.1f} ± {100 * p['ci95']:.1f} pp"
-            pairs += f"<tr><td>{_e(p['a'])} − {_e(p['b'])}</td><td>{p['raters']}</td><td>{_e(value)}</td></tr>"
+        pairs = "".join(f"<tr><td>{_e(p['a'])} − {_e(p['b'])}</td><td>{p['raters']}</td>"
+                        f"<td>{_e(human.difference(p))}</td></tr>" for p in rep["paired_better"])
         answers = (f'<div class="wide"><table id="answers"><tr><th>agent</th><th>answers</th><th>Better</th>'
                    f"<th>Same</th><th>Worse</th><th>raters</th></tr>{rows}</table></div>"
                    "<p>Percentages with 95% Wilson intervals, turns 2 on.</p>"
@@ -559,7 +554,7 @@ def _dashboard(folder: DataFolder, sessions: Sessions) -> str:
     return _page("pasta-t2i: the study", f"""
 <p id="summary">{_n(sum(active.values()), "rater")} invited ({len(active) - sum(active.values())} revoked);
 {_n(len(entries), "session")} ({counts['open']} open, {counts['finished']} finished, {counts['expired']} expired),
-{_n(len(turns), "turn")} recorded. Agents: {_e(', '.join(sessions.agents))}.</p>
+{_n(sum(e.turns for _, e in entries), "turn")} recorded. Agents: {_e(', '.join(sessions.agents))}.</p>
 <p><a id="export" href="/admin/export">Download the records (zip, with the completion codes)</a></p>
 <h2>Answers so far</h2>{answers}
 <h2>Progress per agent</h2><div class="wide"><table id="agents"><tr><th>agent</th><th>sessions</th><th>finished</th>

@@ -59,6 +59,7 @@ class Entry:
     rater: str
     agent: str
     prompt: str
+    seed: int
     turns: int
     horizon: int
     last: float  # time of the last slate shown (the session's start or its last choice)
@@ -169,8 +170,6 @@ class Sessions:
         self.model_lock = threading.Lock()
         #: The first world built; the others are it with another request (:meth:`World.with_prompts`).
         self.base: Any = None
-        #: The session records of unfinished sessions (to rebuild them from).
-        self.records: dict[str, dict] = {}
         self._read()
         self.rng = None if seed is None else np.random.default_rng([seed, len(self.index)])
 
@@ -257,21 +256,20 @@ class Sessions:
                 if sum(not e.finished and not self.expired(e, t) for e in self.index.values()) >= self.max_open:
                     raise SessionLimit("the app is at its limit of open sessions; try again in a while")
                 # Reserved now, so that two requests at once cannot both pass the caps.
-                self.index[sid] = Entry(rater, agent_name, prompt, 0, self.horizon, t)
+                self.index[sid] = Entry(rater, agent_name, prompt, seed, 0, self.horizon, t)
         if same:
             return self.get(rater, same[0]), True
-        rec = {"session": sid, "rater": rater, "agent": agent_name, "seed": seed, "prompt": prompt,
-               "world": self.world_name, "horizon": self.horizon, "created": t}
         try:
             session = self._make(sid, rater, agent_name, seed, prompt)
-            self.folder.add_session(rec)
+            self.folder.add_session({"session": sid, "rater": rater, "agent": agent_name, "seed": seed,
+                                     "prompt": prompt, "world": self.world_name, "horizon": self.horizon,
+                                     "created": t})
         except BaseException:
             with self.lock:
                 self.index.pop(sid, None)
             raise
         self._show(session)
         with self.lock:
-            self.records[sid] = rec  # to rebuild it from, should it be let go while idle
             self.live[sid] = session
         self._sweep()
         return session, False
@@ -371,7 +369,6 @@ class Sessions:
                 entry.turns, entry.last = session.turn, session.shown_at or now()
                 if session.done:  # finished: the entry stays, the env and the agent go
                     self.live.pop(session.id, None)
-                    self.records.pop(session.id, None)
 
     def _record(self, session: Session, column: int, answer: str | None) -> tuple[dict, tuple]:
         """The turn's record (the preference format's choice fields and the app's) and its embeddings."""
@@ -397,19 +394,14 @@ class Sessions:
         for rec in self.folder.sessions():
             done = turns.get(rec["session"], [])
             last = max([float(rec.get("created", 0.0)), *(float(t.get("chosen_at", 0.0)) for t in done)])
-            entry = Entry(rec["rater"], rec["agent"], rec["prompt"], len(done), int(rec.get("horizon", self.horizon)),
-                          last)
-            self.index[rec["session"]] = entry
-            if not entry.finished:
-                self.records[rec["session"]] = rec
+            self.index[rec["session"]] = Entry(rec["rater"], rec["agent"], rec["prompt"], int(rec["seed"]), len(done),
+                                               int(rec.get("horizon", self.horizon)), last)
 
     def _replay(self, sid: str) -> Session:
         """Rebuild an unfinished session: replay its recorded turns, checking the slates agree."""
-        rec = self.records.get(sid)
-        if rec is None:
-            raise SessionError("this session is no longer in memory and was never recorded; start a new one")
+        e = self.index[sid]
         done = sorted((t for t in self.folder.turns() if t["trajectory_id"] == sid), key=lambda t: t["turn"])
-        session = self._make(sid, rec["rater"], rec["agent"], rec["seed"], rec["prompt"])
+        session = self._make(sid, e.rater, e.agent, e.seed, e.prompt)
         for t in done:
             self._show(session)
             if [int(i) for i in session.slate] != t["slate"]:

@@ -44,8 +44,8 @@ def _sync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[str]:
-    """Yield a temp path next to ``path``; sync it and rename it onto ``path`` if the block succeeds.
+def atomic_path(path: str | os.PathLike, suffix: str | None = None, mode: int = 0o644) -> Iterator[str]:
+    """Yield a temp path next to ``path``; sync it and rename it onto ``path`` (with ``mode``) if the block succeeds.
 
     The folder is created if needed. On an exception the temp file is
     removed and ``path`` is untouched. A target that exists and is not a
@@ -63,7 +63,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)  # (the temp file is made owner-only: a private file is never readable on the way)
         os.replace(tmp, path)
         _sync_folder(path.parent)
     except BaseException as exc:
@@ -93,8 +93,8 @@ def dumps(payload: Any, **kwargs: Any) -> str:
     return json.dumps(json_ready(payload), allow_nan=False, **kwargs)
 
 
-def write_json(path: str | os.PathLike, payload: Any) -> None:
-    """Write ``payload`` as indented strict JSON (NaN and infinities as ``null``), atomically."""
+def write_json(path: str | os.PathLike, payload: Any, mode: int = 0o644) -> None:
+    """Write ``payload`` as indented strict JSON (NaN and infinities as ``null``), atomically, with file ``mode``."""
     text = dumps(payload, indent=2) + "\n"
-    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+    with atomic_path(path, mode=mode) as tmp, open(tmp, "w") as fh:
         fh.write(text)
