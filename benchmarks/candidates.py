@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import machine, write_json
-from simulators.text import vocabulary as V
-from simulators.text.requests import parse_request
+from simulators.text.requests import framing_of, parse_request
 
 #: Parts of a request a change of subject should keep (all but the subject and framing).
 STATED = ("setting", "style", "lighting", "mood", "palette", "composition", "detail", "extra")
@@ -41,11 +40,8 @@ STATED = ("setting", "style", "lighting", "mood", "palette", "composition", "det
 
 def strip_framing(text: str) -> str:
     """``text`` without a framing phrase in front ("a view of ...")."""
-    low = text.lower()
-    for f in V.FRAMINGS:
-        if low.startswith(f + " "):
-            return text[len(f) + 1:]
-    return text
+    framing = framing_of(text)
+    return text[len(framing) + 1:] if framing else text
 
 
 def style_count(text: str) -> int:

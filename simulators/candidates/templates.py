@@ -27,6 +27,7 @@ are distinct.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -34,6 +35,7 @@ import numpy as np
 from simulators.candidates.synthetic import CATEGORIES
 from simulators.contract import PromptEncoder, Prompts, TextPrompts, seeds_from_uniforms, text_hash
 from simulators.text import vocabulary as V
+from simulators.text.encoders import normalize
 from simulators.text.requests import paraphrases, parse_request
 
 _SUBJECTS = tuple(p for group in V.SUBJECTS.values() for p in group)
@@ -46,14 +48,6 @@ _ORDER = ("style", "lighting", "mood", "palette", "composition", "detail", "extr
 def clean_text(text: str) -> str:
     """One line, single spaces, no stray punctuation at the ends."""
     return " ".join(str(text).split()).strip(" ,;")
-
-
-def split_prompt(text: str) -> tuple[str, str, list[str]]:
-    """``(framing, subject, modifiers)`` of ``"<framing> <subject>, <mod>, <mod>"``."""
-    parts = [p.strip() for p in clean_text(text).split(",") if p.strip()]
-    head, mods = (parts[0], parts[1:]) if parts else ("", [])
-    framing = next((f for f in V.FRAMINGS if head.lower().startswith(f + " ")), "")
-    return framing, head[len(framing):].strip(), mods
 
 
 def render_parts(parts: dict[str, str]) -> str:
@@ -88,15 +82,17 @@ class TemplateCandidateGenerator:
     def identity(self) -> dict:
         return {"kind": "templates", "per_category": self.per_category}
 
+    @functools.cached_property
+    def _subjects(self) -> tuple[np.ndarray, np.ndarray]:
+        """The vocabulary subjects' mean embedding and their centred unit embeddings (encoded once)."""
+        emb = self.encoder.encode(list(_SUBJECTS))
+        mean = emb.mean(axis=0)
+        return mean, normalize(emb - mean)
+
     def _related(self, subject: str) -> list[str]:
         """The vocabulary subjects nearest ``subject`` (centred cosine of the encoder's embeddings), best first."""
-        if not hasattr(self, "_subject_emb"):
-            emb = self.encoder.encode(list(_SUBJECTS))
-            self._subject_mean = emb.mean(axis=0)
-            centred = emb - self._subject_mean
-            self._subject_emb = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-8)
-        q = self.encoder.encode([subject])[0] - self._subject_mean
-        sim = self._subject_emb @ (q / max(float(np.linalg.norm(q)), 1e-8))
+        mean, subjects = self._subjects
+        sim = subjects @ normalize(self.encoder.encode([subject])[0] - mean)
         return [_SUBJECTS[i] for i in np.argsort(-sim) if _SUBJECTS[i].lower() != subject.lower()]
 
     def expand_text(self, text: str, rng: np.random.Generator, taken: set[str] | None = None) -> list[list[str]]:

@@ -192,6 +192,11 @@ def _clean(text: str) -> str:
     return " ".join(str(text).split()).strip(" ,;.")
 
 
+def framing_of(text: str) -> str:
+    """The vocabulary framing ``text`` starts with (``"a view of"``), or ``""``."""
+    return next((f for f in V.FRAMINGS if text.lower().startswith(f + " ")), "")
+
+
 def kind_of(part: str) -> str | None:
     """The slot a comma-separated part of a request names (``None``: part of the subject).
 
@@ -231,7 +236,7 @@ def parse_request(text: str) -> Request:
         return Request(text, {"base": text})
     head, rest = parts[0], parts[1:]
     out: dict[str, list[str]] = {}
-    framing = next((f for f in V.FRAMINGS if head.lower().startswith(f + " ")), "")
+    framing = framing_of(head)
     if framing and len(head) > len(framing) + 1:
         out["framing"] = [framing]
         head = head[len(framing):].strip()
@@ -389,14 +394,14 @@ def build_space(vocab, phrase_embeddings: np.ndarray, slot_weights: np.ndarray, 
         for n, row in enumerate(candidates):
             for c, text in enumerate(row):
                 structure(text, first[n, c])
-    free_emb = encoder.encode(texts) if texts else np.zeros((0, phrase_embeddings.shape[1]), np.float32)
+    # One encoding of every text: the free texts' embeddings, the vocabulary phrases' own wording (to move
+    # their paraphrases from), and the single encoder's view that judges which subjects are related.
+    static = encoder.encode([*vocab.phrases, *texts])
+    free_emb = static[P0:].copy()
     if origin:  # a vocabulary phrase's paraphrase: the phrase's embedding, moved as the wording moves it
         rows, vocab_ids = map(list, zip(*origin.items()))
-        own = encoder.encode([vocab.phrases[i] for i in vocab_ids])
-        free_emb[rows] = normalize(phrase_embeddings[vocab_ids] + free_emb[rows] - own)
+        free_emb[rows] = normalize(phrase_embeddings[vocab_ids] + free_emb[rows] - static[vocab_ids])
     space = P.PromptSpace(vocab, phrase_embeddings, slot_weights, texts, free_emb.astype(np.float32))
     space.groups = [g for g in groups if len(set(g)) > 1]
-    # Which subjects are related is judged by one encoder on every text (the phrase table and free text
-    # come from two encoders, whose cosines across are not comparable).
-    space.relate = np.concatenate([encoder.encode(list(space.texts)), np.zeros((1, space.dim), np.float32)])
+    space.relate = np.concatenate([static, np.zeros((1, space.dim), np.float32)]).astype(np.float32)
     return space, initial, first
