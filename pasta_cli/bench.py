@@ -18,12 +18,19 @@ from pasta_cli.common import (
     torch_threads,
 )
 
+DEFAULT_BENCH_JSON = "results/throughput.json"
+
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Speed of the env: single env beside SARDINE, the vector env's scaling, start-up, memory, the main job."""
+    positive(runs=args.runs)
+    if args.device is not None:
+        return _bench_device(args)
+    if args.sizes is not None or args.agreement_users is not None:
+        raise ValueError("--sizes and --agreement-users measure the torch backend: give --device too "
+                         "(e.g. --device cuda)")
     from benchmarks import throughput
 
-    positive(runs=args.runs)
     if not args.seconds > 0 or args.evaluate_episodes < 0 or args.profile < 0:
         raise ValueError("--seconds must be positive and --evaluate-episodes, --profile at least 0; got "
                          f"{args.seconds}, {args.evaluate_episodes}, {args.profile}")
@@ -31,6 +38,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     throughput.run(args.seconds, args.runs, sardine=args.sardine, json_path=args.json,
                    with_startup=not args.no_startup, evaluate_episodes=args.evaluate_episodes,
                    profile_top=args.profile, cli=cli_command())
+    return 0
+
+
+def _bench_device(args: argparse.Namespace) -> int:
+    """``pasta bench --device D``: the synthetic world's torch backend on D."""
+    from benchmarks import device_throughput
+    from simulators.backends import check_torch_device
+
+    check_torch_device(args.device)
+    sizes = None
+    if args.sizes is not None:
+        try:
+            sizes = tuple(int(s.replace("_", "")) for s in args.sizes.split(","))
+        except ValueError:
+            raise ValueError(f"--sizes takes comma-separated user counts, e.g. 1000,100000; got {args.sizes!r}") \
+                from None
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"--sizes takes positive user counts, got {args.sizes!r}")
+    users = 100_000 if args.agreement_users is None else args.agreement_users
+    if not args.seconds > 0 or users < 0:
+        raise ValueError(f"--seconds must be positive and --agreement-users at least 0; got {args.seconds}, {users}")
+    json_path = args.json if args.json != DEFAULT_BENCH_JSON else f"results/throughput_{args.device.split(':')[0]}.json"
+    outputs(json=json_path)
+    torch_threads(cpu_count())
+    device_throughput.run(args.device, sizes, args.seconds, args.runs, users, json_path, cli=cli_command())
     return 0
 
 
@@ -158,7 +190,17 @@ def _add_bench(sub: Any) -> None:
                        help="episodes of the timed `pasta evaluate` main job (0 skips it)")
     bench.add_argument("--profile", type=int, default=0, metavar="N",
                        help="list the N functions that took the most time (single env and 1024 envs)")
-    bench.add_argument("--json", default="results/throughput.json", help="write the figures as JSON to this file")
+    bench.add_argument("--device", default=None,
+                       help="measure the synthetic world's torch backend on this torch device (cuda, cuda:N, cpu): "
+                            "env-steps/s against the number of users, memory, agreement with the numba path")
+    bench.add_argument("--sizes", default=None, metavar="N,N,...",
+                       help="with --device: numbers of users (default 1000,10000,100000,1000000 on a GPU, "
+                            "1024,16384 on a CPU)")
+    bench.add_argument("--agreement-users", type=int, default=None, metavar="N",
+                       help="with --device: users per backend in the agreement check against numba (default "
+                            "100000; 0 skips it)")
+    bench.add_argument("--json", default=DEFAULT_BENCH_JSON,
+                       help="write the figures as JSON to this file (with --device: results/throughput_DEVICE.json)")
 
 
 def _add_bench_iql(sub: Any) -> None:

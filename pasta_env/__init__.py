@@ -31,5 +31,5 @@ if ENV_ID not in registry:
     register(
         id=ENV_ID,
         entry_point="pasta_env.env:PastaT2IEnv",
-        vector_entry_point="pasta_env.vector_env:PastaT2IVectorEnv",
+        vector_entry_point="pasta_env.torch_vector_env:make_vector_env",
     )

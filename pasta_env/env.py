@@ -340,4 +340,8 @@ def setup(config: EnvConfig | None, args: dict[str, Any], render_modes: list[str
         if changed:
             raise ValueError(f"pass either config= or {', '.join(changed)}, not both")
     options = {**(args["world_kwargs"] or {}), **args.get("world_options", {})}
+    if "device" in options:
+        raise ValueError("device= belongs to the vector env: gym.make_vec('PastaT2I-v0', num_envs=N, "
+                         "vectorization_mode='vector_entry_point', device='cuda') runs the synthetic world on that "
+                         "device; a single env runs on the CPU")
     return config, build_world(args["world"], args["prompts"], config.num_candidates, options)

@@ -104,6 +104,26 @@ def test_bench_says_how_to_get_the_peer_when_the_checkout_is_missing(tmp_path, c
     assert "git clone https://github.com/naver/sardine" in capsys.readouterr().err
 
 
+def test_bench_on_a_torch_device_measures_sizes_memory_numba_beside_and_the_agreement(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "device.json"
+    assert main(["bench", "--device", "cpu", "--sizes", "64,256", "--seconds", "0.1", "--runs", "1",
+                 "--agreement-users", "3000", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert [r["num_envs"] for r in payload["rows"]] == [64, 256] and payload["device"] == "cpu"
+    assert all(r["steps_per_s"] > 0 and r["numba_steps_per_s"] > 0 and r["state_bytes_per_env"] > 10_000
+               for r in payload["rows"])
+    assert payload["best"]["steps_per_s"] == max(r["steps_per_s"] for r in payload["rows"])
+    turns = payload["agreement"]
+    assert [t["turn"] for t in turns] == [1, 2, 3, 4, 5]
+    assert all(0 <= t["reward_p"] <= 1 and 0 <= t["reward_ks"] < 0.1 for t in turns)
+    assert "agreement with the numba path" in capsys.readouterr().out
+    # The torch backend's options without a device, and a device torch does not know, are refused in one line.
+    assert main(["bench", "--sizes", "64"]) == 2
+    assert main(["bench", "--device", "tpu0", "--json", str(tmp_path / "x.json")]) == 2
+    assert "use cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
 def test_startup_is_timed_in_fresh_processes():
     from benchmarks.throughput import startup
 
