@@ -13,7 +13,7 @@ from pasta_env.core import BatchCore, forced_types
 from pasta_env.render import render_frame, render_turn
 from pasta_env.spaces import action_space, observation_space, validate_actions
 from pasta_env.text import LazyTexts
-from pasta_env.worlds import PromptsArg, World, build_world
+from pasta_env.worlds import PromptsArg, World, build_world, world_takes
 from simulators.errors import PastaError
 
 #: ``info`` keys that belong to the hidden user; present only with ``expose_user_type=True``.
@@ -340,7 +340,7 @@ def setup(config: EnvConfig | None, args: dict[str, Any], render_modes: list[str
         if changed:
             raise ValueError(f"pass either config= or {', '.join(changed)}, not both")
     options = {**(args["world_kwargs"] or {}), **args.get("world_options", {})}
-    if "device" in options:
+    if "device" in options and isinstance(args["world"], str) and not world_takes(args["world"], "device"):
         raise ValueError("device= belongs to the vector env: gym.make_vec('PastaT2I-v0', num_envs=N, "
                          "vectorization_mode='vector_entry_point', device='cuda') runs the synthetic world on that "
                          "device; a single env runs on the CPU")

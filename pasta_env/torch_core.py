@@ -130,11 +130,13 @@ class DeviceWorld:
     def __init__(self, world: World, device):
         torch = self.torch = require("torch", "the torch backend of the synthetic world")
         gen, images, users, initial = world.candidates, world.images, world.user_model, world.initial_prompts
-        if not isinstance(gen, SyntheticCandidateGenerator):
+        # The very classes, not subclasses: a subclass may compute otherwise than the port does.
+        if not isinstance(gen, SyntheticCandidateGenerator) or type(gen) is not SyntheticCandidateGenerator:
             _refuse(world, gen, "candidate generator")
-        if not isinstance(images, SyntheticImageModel):
+        if not isinstance(images, SyntheticImageModel) or type(images) is not SyntheticImageModel:
             _refuse(world, images, "image model")
-        if not isinstance(users, (TrunkHeadsUserModel, TasteUserModel)):
+        if not isinstance(users, (TrunkHeadsUserModel, TasteUserModel)) \
+                or type(users) not in (TrunkHeadsUserModel, TasteUserModel):
             _refuse(world, users, "user model")
         if not isinstance(initial, P.PhrasePrompts):
             _refuse(world, initial, "initial prompts")
@@ -320,8 +322,8 @@ class DeviceWorld:
         B, L, M, d = images.shape
         flat = images.reshape(B, L * M, d)
         if self.trunk:
-            hidden = torch.relu(torch.baddbmm(self.trunk_b, flat, self.w_img.expand(B, d, -1))
-                                + torch.bmm(flat * requests[:, None, :], self.w_agree.expand(B, d, -1)))
+            # (B, L*M, d) @ (d, h): torch folds the users into the rows of one matrix product.
+            hidden = torch.relu(flat @ self.w_img + (flat * requests[:, None, :]) @ self.w_agree + self.trunk_b)
             v = self.a[types] + requests * self.c[types]
             s = torch.bmm(flat, v[:, :, None]) + torch.bmm(hidden, self.h[types][:, :, None])
             return (s[..., 0] + self.head_b[types][:, None]).reshape(B, L, M)
@@ -528,7 +530,8 @@ def distinct_slates(torch, slates, num_candidates: int):
     The rule of :func:`pasta_env.spaces.distinct_slates`, as tensor code.
     """
     B, L = slates.shape
-    earlier = (slates[:, :, None] == slates[:, None, :]).tril(-1).any(-1)  # (B, L): repeats an earlier column
+    below = torch.ones((L, L), dtype=torch.bool).tril(-1).to(slates.device)  # [j, i]: column i is left of j
+    earlier = ((slates[:, :, None] == slates[:, None, :]) & below).any(-1)  # (B, L): repeats an earlier column
     used = torch.zeros((B, num_candidates), dtype=torch.bool, device=slates.device)
     used.scatter_(1, slates, True)
     key = used.long() * num_candidates + torch.arange(num_candidates, device=slates.device)

@@ -22,7 +22,7 @@ from pasta_env.spaces import action_space, batched_observation_space, observatio
 from pasta_env.text import LazyTexts
 from pasta_env.torch_core import CounterUniforms, TorchCore
 from pasta_env.vector_env import _NEXT_STEP, PastaT2IVectorEnv
-from pasta_env.worlds import PromptsArg, World
+from pasta_env.worlds import PromptsArg, World, world_takes
 from simulators.backends import require
 
 
@@ -131,9 +131,6 @@ class PastaT2ITorchVectorEnv(gym.vector.VectorEnv):
                              "on the numpy path (device unset)")
         if not isinstance(copy, bool):
             raise ValueError(f"copy must be True or False, got {copy!r}")
-        if isinstance(world, str) and world != "synthetic":
-            raise ValueError(f"the torch backend runs the synthetic world, not {world!r}; leave device unset for the "
-                             "numpy path, which runs every world")
         self.device = torch_device(device)
         self.torch = require("torch")
         self.num_envs, self.copy, self.render_mode = num_envs, copy, None
@@ -172,7 +169,11 @@ class PastaT2ITorchVectorEnv(gym.vector.VectorEnv):
             if not self._started:
                 self._seeds = torch.as_tensor(entropy.integers(0, 2 ** 63, n), device=self.device)
         elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            self._seeds = torch.arange(n, dtype=torch.int64, device=self.device) + int(seed)
+            if seed < 0:
+                raise ValueError(f"seed must be a non-negative integer, got {seed}")
+            # Sub-env i gets s + i (modulo 2**63, the seeds' range).
+            values = (np.arange(n, dtype=np.uint64) + np.uint64(int(seed) % 2 ** 63)) % np.uint64(2 ** 63)
+            self._seeds = torch.as_tensor(values.astype(np.int64), device=self.device)
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
         else:
             seeds = list(cast(Sequence, seed))
@@ -216,7 +217,13 @@ class PastaT2ITorchVectorEnv(gym.vector.VectorEnv):
         """Slates as an int64 tensor on the device, or a ``ValueError`` naming what is wrong."""
         torch, cfg = self.torch, self.config
         L, C, n = cfg.slate_size, cfg.num_candidates, self.num_envs
-        a = actions if isinstance(actions, torch.Tensor) else torch.as_tensor(np.asarray(actions))
+        if isinstance(actions, torch.Tensor):
+            a = actions
+        else:
+            arr = np.asarray(actions)
+            if arr.dtype.kind not in "iu":
+                raise ValueError(f"slates must hold integers 0..{C - 1}, got dtype {arr.dtype}")
+            a = torch.as_tensor(arr)
         if tuple(a.shape) != (n, L):
             raise ValueError(f"slates must have shape ({n}, {L}) (candidate indices 0..{C - 1}), got {tuple(a.shape)}")
         if a.dtype.is_floating_point or a.dtype.is_complex or a.dtype == torch.bool:
@@ -248,9 +255,15 @@ def make_vector_env(num_envs: int = 1, device: Any = None, **kwargs: Any) -> gym
         device: ``None`` (default): :class:`pasta_env.vector_env.PastaT2IVectorEnv`
             on the compiled CPU kernels, numpy arrays in and out; a torch
             device (``"cuda"``, ``"cuda:1"``, ``"cpu"``): :class:`PastaT2ITorchVectorEnv`,
-            tensors on that device in and out.
+            the synthetic world on that device, tensors in and out. For a
+            world whose factory takes a ``device`` option (the clip world:
+            where its models run) it stays that option, on the numpy env.
         **kwargs: The env's arguments.
     """
+    world = kwargs.get("world", "synthetic")
     if device is None:
         return PastaT2IVectorEnv(num_envs=num_envs, **kwargs)
+    if isinstance(world, str) and world != "synthetic" and world_takes(world, "device"):
+        # A world with models of its own (the clip world) takes device= as its option: where they run.
+        return PastaT2IVectorEnv(num_envs=num_envs, device=device, **kwargs)
     return PastaT2ITorchVectorEnv(num_envs=num_envs, device=device, **kwargs)

@@ -190,6 +190,16 @@ def build_world(world: str | World, prompts: PromptsArg, num_candidates: int,
     return make_world(world, prompts=prompts, **kwargs)
 
 
+def world_takes(name: str, option: str) -> bool:
+    """Whether world ``name``'s factory takes ``option`` (by name, or through ``**kwargs``).
+
+    Raises:
+        ValueError: No world has that name.
+    """
+    params = inspect.signature(world_factory(name)).parameters
+    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def check_world_options(name: str, options: dict) -> None:
     """Raise a ``ValueError`` for an unknown world, or naming the options its factory does not take, or a value
     of another kind than an option's default."""

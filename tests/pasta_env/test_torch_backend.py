@@ -282,10 +282,15 @@ def test_user_type_option_copy_false_and_errors_that_name_the_fix():
     obs, _ = shared.reset(seed=0)
     nxt, *_ = shared.step(np.zeros((3, 4), np.int64))
     assert nxt["history_mask"] is obs["history_mask"] and int(obs["history_mask"][0, 0]) == 1
+    huge = make_torch_vec(3)
+    huge.reset(seed=2 ** 63 - 2)  # seeds run on modulo 2**63, as the streams' keys do
+    assert huge.unwrapped._seeds.tolist() == [2 ** 63 - 2, 2 ** 63 - 1, 0]
+    with pytest.raises(ValueError, match="non-negative"):
+        huge.reset(seed=-1)
     with pytest.raises(gym.error.ResetNeeded):
         make_torch_vec(2).step(np.zeros((2, 4), np.int64))
     for bad, message in ((np.zeros((3, 5), np.int64), r"shape \(3, 4\)"), (np.zeros((3, 4)), "integers"),
-                         (torch.ones((3, 4), dtype=torch.bool), "integers"),
+                         (torch.ones((3, 4), dtype=torch.bool), "integers"), (np.full((3, 4), "a"), "integers"),
                          (np.full((3, 4), 25), "out of range 0..24"), (np.full((3, 4), -1), "out of range")):
         with pytest.raises(ValueError, match=message):
             env.step(bad)
@@ -295,8 +300,18 @@ def test_user_type_option_copy_false_and_errors_that_name_the_fix():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", device="cuda")
-    with pytest.raises(ValueError, match="synthetic world"):
-        gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", device="cpu", world="clip")
+    from dataclasses import replace
+
+    world = make_world("synthetic")
+
+    class OwnUsers(type(world.user_model)):  # type: ignore[misc]  # a user model the backend cannot port
+        pass
+
+    own = replace(world, user_model=OwnUsers(**{f: getattr(world.user_model, f) for f in
+                                                ("prior", "temperature", "aggregation", "type_names", "trunk_w",
+                                                 "trunk_b", "head_w", "head_b")}))
+    with pytest.raises(ValueError, match="OwnUsers user model. Leave device unset"):
+        gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", device="cpu", world=own)
     with pytest.raises(ValueError, match="render"):
         make_torch_vec(2, render_mode="ansi")
     with pytest.raises(ValueError, match="belongs to the vector env"):
@@ -310,3 +325,24 @@ def test_without_a_device_make_vec_still_builds_the_numpy_env():
     assert type(env) is PastaT2IVectorEnv
     obs, _ = env.reset(seed=0)
     assert isinstance(obs["candidates"], np.ndarray)
+
+
+def test_a_world_with_a_device_option_of_its_own_keeps_it_on_the_numpy_env():
+    from dataclasses import replace
+
+    from pasta_env import PastaT2IVectorEnv, register_world
+    from pasta_env.worlds import make_synthetic_world, world_names
+
+    seen = []
+
+    def factory(prompts=None, num_candidates=25, device="cpu"):  # like the clip world: its models' device
+        seen.append(device)
+        return replace(make_synthetic_world(prompts=prompts, num_candidates=num_candidates), name="with-device")
+
+    if "with-device" not in world_names():
+        register_world("with-device", factory)
+    env = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", world="with-device",
+                       device="meta-device-of-the-world")
+    assert type(env) is PastaT2IVectorEnv and seen == ["meta-device-of-the-world"]
+    single = gym.make(ENV_ID, world="with-device", device="cpu")  # the single env passes it on too
+    assert seen[-1] == "cpu" and single.unwrapped.world.name == "with-device"
