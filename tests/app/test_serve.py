@@ -287,7 +287,8 @@ def test_following_another_raters_invite_asks_before_switching_identity(server):
 
 def test_a_new_request_while_a_session_is_open_resumes_it(server):
     rater = Rater(server, server.links["rater-0009"])
-    sids = [rater.start("a red fox in a snowy forest") for _ in range(6)]
+    # The agent is drawn at random per request: 24 requests see both agents but with probability 2**-23.
+    sids = [rater.start("a red fox in a snowy forest") for _ in range(24)]
     assert len(set(sids)) == 2  # bayes and random: one open session each, the rest resumed
     r = rater.http.post("/sessions", data={"prompt": "a red fox in a snowy forest"})
     assert r.headers["location"].endswith("?resumed=1")
