@@ -107,8 +107,7 @@ def throughput(device: str, sizes, seconds: float, runs: int) -> list[dict]:
                 row["numba_runs"] = [round(f) for f in numba]
             env.close()
             del env
-        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-            del exc
+        except (torch.cuda.OutOfMemoryError, MemoryError):
             row["steps_per_s"] = None
             row["error"] = "out of device memory"
             rows.append(row)

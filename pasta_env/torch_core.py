@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from pasta_env.config import EnvConfig
-from pasta_env.core import BatchCore, UniformLayout
+from pasta_env.core import HISTORY_KEYS, BatchCore, UniformLayout
 from pasta_env.rewards import EULER_GAMMA, reward_code
 from pasta_env.worlds import World
 from simulators.backends import require
@@ -210,12 +210,11 @@ class DeviceWorld:
         self.first_ids = torch.as_tensor(given.astype(np.int64), device=self.device)[order]
         self.first_emb = torch.as_tensor(gen.space.embed(given).astype(np.float32), device=self.device)[order]
 
-    @staticmethod
-    def _hash(ids):
+    def _hash(self, ids):
         """An int64 key of each ``(..., S)`` prompt row: two polynomial hashes modulo ``2**31 - 1``."""
-        p = 2 ** 31 - 1
-        h1 = ids[..., 0] * 0 + 17
-        h2 = ids[..., 0] * 0 + 29
+        torch, p = self.torch, 2 ** 31 - 1
+        h1 = torch.full_like(ids[..., 0], 17)
+        h2 = torch.full_like(ids[..., 0], 29)
         for s in range(ids.shape[-1]):
             v = ids[..., s] + 2
             h1 = (h1 * 1_000_003 + v) % p
@@ -380,20 +379,16 @@ class TorchCore:
         H, L, M = config.horizon, config.slate_size, config.images_per_prompt
         self.layout = UniformLayout(H, world.candidates.uniforms_per_turn, L * M)
         self._reward_code = reward_code(config.reward)
-        self._layout = BatchCore.layout_of(config, world, batch_size)
         dev = self.device
-        self._dtypes = {key: getattr(torch, str(dtype)) for key, (_, dtype) in self._layout.items()}
-        self.state = {key: torch.zeros(shape, dtype=self._dtypes[key], device=dev)
-                      for key, (shape, _) in self._layout.items()}
+        self.state = {key: torch.zeros(shape, dtype=getattr(torch, str(dtype)), device=dev)
+                      for key, (shape, dtype) in BatchCore.layout_of(config, world, batch_size).items()}
         self.state["candidate_categories"][:] = self.tables.categories
         self.state["action_mask"].fill_(1)
-        self._users = torch.arange(batch_size, device=dev)
         self.turn = 0
         self.u = torch.zeros((batch_size, self.layout.size), dtype=torch.float32, device=dev)
         self.types = torch.zeros(batch_size, dtype=torch.int64, device=dev)
         self.prompt_index = torch.zeros(batch_size, dtype=torch.int64, device=dev)
-        # Phrase ids of the requests, current prompts (B, S) and candidates (B, C, S); set by reset.
-        self.request_ids: Any = None
+        # Phrase ids of the current prompts (B, S) and the candidates (B, C, S); set by reset.
         self.cur_ids: Any = None
         self.cand_ids: Any = None
         self.slate = torch.zeros((batch_size, L), dtype=torch.int64, device=dev)
@@ -423,10 +418,9 @@ class TorchCore:
         self.types = drawn if types is None else torch.as_tensor(types, dtype=torch.int64, device=self.device)
         n = len(tab.initial_ids)
         self.prompt_index = (u[:, 1] * n).long().clamp(max=n - 1)  # a float32 product, as numpy's
-        self.request_ids = self.cur_ids = tab.initial_ids[self.prompt_index]
+        self.cur_ids = tab.initial_ids[self.prompt_index]
         st = self.state
-        for key in ("history_prompts", "history_images", "history_choices", "history_mask", "history_rewards",
-                    "history_rated", "history_slate_prompts", "history_slate_images"):
+        for key in HISTORY_KEYS:
             st[key].zero_()
         st["initial_prompt"].copy_(tab.initial_emb[self.prompt_index])
         st["current_prompt"].copy_(st["initial_prompt"])
@@ -530,7 +524,8 @@ def distinct_slates(torch, slates, num_candidates: int):
     The rule of :func:`pasta_env.spaces.distinct_slates`, as tensor code.
     """
     B, L = slates.shape
-    below = torch.ones((L, L), dtype=torch.bool).tril(-1).to(slates.device)  # [j, i]: column i is left of j
+    cols = torch.arange(L, device=slates.device)
+    below = cols[:, None] > cols[None, :]  # [j, i]: column i is left of column j
     earlier = ((slates[:, :, None] == slates[:, None, :]) & below).any(-1)  # (B, L): repeats an earlier column
     used = torch.zeros((B, num_candidates), dtype=torch.bool, device=slates.device)
     used.scatter_(1, slates, True)

@@ -23,29 +23,16 @@ from pasta_env.text import LazyTexts
 from pasta_env.torch_core import CounterUniforms, TorchCore
 from pasta_env.vector_env import _NEXT_STEP, PastaT2IVectorEnv
 from pasta_env.worlds import PromptsArg, World, world_takes
-from simulators.backends import require
+from simulators.backends import check_torch_device, require
 
 
-def torch_device(device: Any):
-    """``device`` as a ``torch.device`` that torch can use here, or a ``ValueError`` naming the fix."""
+def backend_device(device: Any):
+    """``device`` as a ``torch.device`` the torch backend can run on here, or a ``ValueError`` naming the fix."""
     torch = require("torch", f"device={device!r} (the torch backend)")
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str):
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"device {device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N' (or leave "
-                             "device unset for the numpy path)") from None
-    else:
+    if not isinstance(device, (str, torch.device)):
         raise ValueError(f"device must be a torch device name such as 'cuda' or 'cpu', got {device!r}")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: torch sees no CUDA GPU here (torch.cuda.is_available() is False, "
-                             f"torch {torch.__version__}); use device='cpu', or leave device unset for the numpy path")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    elif dev.type != "cpu":
+    dev = check_torch_device(device, "device", instead="device='cpu', or leave device unset for the numpy path")
+    if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device {device!r}: the torch backend runs on 'cpu' and 'cuda' devices, not "
                          f"{dev.type!r}")
     return dev
@@ -131,7 +118,7 @@ class PastaT2ITorchVectorEnv(gym.vector.VectorEnv):
                              "on the numpy path (device unset)")
         if not isinstance(copy, bool):
             raise ValueError(f"copy must be True or False, got {copy!r}")
-        self.device = torch_device(device)
+        self.device = backend_device(device)
         self.torch = require("torch")
         self.num_envs, self.copy, self.render_mode = num_envs, copy, None
         self.config, self.world = setup(config, locals(), [])

@@ -67,15 +67,28 @@ def torch_dtype(name: str | None, device) -> Any:
     return dtype
 
 
-def check_torch_device(device: str, option: str = "--device") -> None:
-    """Raise a clear ``ValueError`` unless torch can use ``device`` here (before any work starts)."""
+def check_torch_device(device: Any, option: str = "--device", instead: str | None = None):
+    """The ``torch.device`` for ``device`` (a name or a device), or a clear ``ValueError`` unless torch can use it here.
+
+    Called before any work starts.
+
+    Args:
+        device: A device name (``"cpu"``, ``"cuda"``, ``"cuda:N"``) or a ``torch.device``.
+        option: How the caller names the setting, for the message (``--device``, ``device``).
+        instead: What to use when no GPU is there (default: ``{option} cpu``).
+    """
     torch = require("torch", f"{option} {device}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown torch device {device!r} ({option}); use cpu, cuda or cuda:N") from exc
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"unknown torch device {device!r} ({option}: not a torch device); use cpu, cuda or "
+                             "cuda:N") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{option} {device!r}: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
-                         f"use {option} cpu")
+        raise ValueError(f"{option} {device!r}: torch sees no CUDA GPU here (torch.cuda.is_available() is False, "
+                         f"torch {torch.__version__}); use {instead or option + ' cpu'}")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ValueError(f"{option} {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return dev
